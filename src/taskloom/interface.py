@@ -1,0 +1,150 @@
+"""A task's typed interface: a pydantic model of its inputs and an adapter for its output."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter, ValidationError, create_model
+
+from . import serde
+from .errors import InvalidParamsError, PayloadTooLargeError
+from .run import TaskRun
+
+
+class _Inputs(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    return any(_is_secret(a) for a in typing.get_args(annotation))
+
+
+@dataclass(frozen=True)
+class Interface:
+    """Inputs model, output adapter and whether the function takes the run context."""
+
+    task_name: str
+    inputs: type[BaseModel]
+    output: TypeAdapter[Any]
+    takes_context: bool
+    input_names: tuple[str, ...]
+    secret_fields: frozenset[str]
+    returns_none: bool
+
+    @classmethod
+    def from_function(cls, name: str, fn: Callable[..., Any]) -> Interface:
+        """Build the interface from `fn`'s signature and annotations."""
+        sig = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # unresolved forward refs: fall back to raw annotations
+            hints = {}
+        params = list(sig.parameters.values())
+        takes_context = False
+        if params:
+            first = hints.get(params[0].name, params[0].annotation)
+            if first is TaskRun or first == "TaskRun" or (
+                isinstance(first, type) and issubclass(first, TaskRun)
+            ):
+                takes_context = True
+                params = params[1:]
+        fields: dict[str, Any] = {}
+        secret: set[str] = set()
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            ann = hints.get(p.name, Any if p.annotation is p.empty else p.annotation)
+            default = ... if p.default is p.empty else p.default
+            fields[p.name] = (ann, default)
+            if _is_secret(ann):
+                secret.add(p.name)
+        model = create_model(f"{name}_inputs", __base__=_Inputs, **fields)
+        ret = hints.get("return", Any)
+        returns_none = ret is None or ret is type(None)
+        return cls(
+            task_name=name,
+            inputs=model,
+            output=TypeAdapter(Any if returns_none else ret),
+            takes_context=takes_context,
+            input_names=tuple(fields),
+            secret_fields=frozenset(secret),
+            returns_none=returns_none,
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn a call's positional and keyword arguments into a params dict."""
+        if len(args) > len(self.input_names):
+            raise InvalidParamsError(
+                self.task_name,
+                [{"loc": (), "msg": f"takes {len(self.input_names)} positional inputs"}],
+            )
+        params = dict(zip(self.input_names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in params:
+                raise InvalidParamsError(
+                    self.task_name, [{"loc": (key,), "msg": "given twice"}]
+                )
+            params[key] = value
+        return params
+
+    def validate(self, params: Mapping[str, Any]) -> BaseModel:
+        """Validate params; raises InvalidParamsError naming each bad field."""
+        try:
+            return self.inputs.model_validate(dict(params))
+        except ValidationError as exc:
+            raise InvalidParamsError(self.task_name, list(exc.errors())) from None
+
+    def call_kwargs(self, model: BaseModel) -> dict[str, Any]:
+        """The validated inputs as keyword arguments (typed objects kept)."""
+        return {name: getattr(model, name) for name in self.input_names}
+
+    def stored_params(self, model: BaseModel) -> dict[str, Any]:
+        """The JSON form kept on the run: defaults included, secret fields left out."""
+        data = model.model_dump(mode="json", exclude=set(self.secret_fields) or None)
+        return data
+
+    def encode_result(self, value: Any) -> Any:
+        """The result's JSON form; raises TypeError if it has none."""
+        if self.returns_none:
+            return None
+        try:
+            data = self.output.dump_python(value, mode="json")
+            serde.dumps(data)
+        except Exception as exc:
+            raise TypeError(
+                f"result of task {self.task_name!r} cannot be encoded as JSON "
+                f"({type(value).__name__}): {exc}"
+            ) from exc
+        return data
+
+    def decode_result(self, data: Any) -> Any:
+        """Rebuild the typed result from its JSON form."""
+        if self.returns_none or data is None:
+            return data
+        try:
+            return self.output.validate_python(data)
+        except ValidationError:
+            return data
+
+
+def check_size(task: str, what: str, data: Any, limit: int | None) -> int:
+    """Raise PayloadTooLargeError if `data`'s JSON form is over `limit` bytes; return its size."""
+    if not limit:
+        return 0
+    size = len(serde.dumps(data))
+    if size > limit:
+        raise PayloadTooLargeError(task, what, size, limit)
+    return size
+
+
+def input_hash(params: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """A stable hash of the JSON form of the params, skipping `ignore`."""
+    data = {k: v for k, v in sorted(params.items()) if k not in ignore}
+    return hashlib.sha256(serde.dumps(data)).hexdigest()[:32]

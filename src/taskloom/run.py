@@ -1,0 +1,219 @@
+"""TaskRun (one run's record and, while it executes, its context), states and priorities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets as _secrets
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .errors import CancelledRunError, TaskFailedError
+
+if TYPE_CHECKING:
+    from .manager import TaskManager
+
+
+class TaskState(StrEnum):
+    """Lifecycle state of a run."""
+
+    init = "init"
+    queued = "queued"
+    running = "running"
+    success = "success"
+    failure = "failure"
+    aborted = "aborted"
+    rate_limited = "rate_limited"
+    interrupted = "interrupted"
+
+    @property
+    def is_done(self) -> bool:
+        """True for the terminal states."""
+        return self in _DONE
+
+    @property
+    def is_failure(self) -> bool:
+        """True for the terminal states that are not a success."""
+        return self in _DONE and self is not TaskState.success
+
+
+_DONE = frozenset({TaskState.success, TaskState.failure, TaskState.aborted, TaskState.rate_limited})
+
+
+class TaskPriority(StrEnum):
+    """Priority of a run; high runs are claimed first."""
+
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for high, 1 for medium, 2 for low: the order claims use."""
+        return _RANK[self]
+
+
+_RANK = {TaskPriority.high: 0, TaskPriority.medium: 1, TaskPriority.low: 2}
+
+
+def new_run_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (48-bit ms clock + 80 random bits)."""
+    return f"{int(time.time() * 1000):012x}{_secrets.token_hex(10)}"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def is_in_cpu_process() -> bool:
+    """True inside a process spawned to run a cpu_bound task (TASK_MANAGER_SPAWN=true)."""
+    return os.environ.get("TASK_MANAGER_SPAWN", "").lower() == "true"
+
+
+class Attempt(BaseModel):
+    """One attempt of a run, kept in the run's history."""
+
+    attempt: int
+    state: TaskState
+    start: datetime | None = None
+    end: datetime | None = None
+    worker: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskRun(BaseModel):
+    """The record of one run of a task; inside the task it is also the run context."""
+
+    model_config = ConfigDict(validate_assignment=False, arbitrary_types_allowed=True)
+
+    id: str = Field(default_factory=new_run_id)
+    task: str
+    priority: TaskPriority = TaskPriority.medium
+    params: dict[str, Any] = Field(default_factory=dict)
+    state: TaskState = TaskState.init
+    queued: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    execute_after: datetime | None = None
+    rate_limit_attempt: int = 0
+    retry_attempt: int = 0
+    from_run_id: str | None = None
+    root_run_id: str | None = None
+    parent_id: str | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    queue: str = "default"
+    dedup_key: str | None = None
+    worker: str | None = None
+    progress: float | None = None
+    progress_note: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    cache_hit: bool = False
+    cancel_requested: bool = False
+    metrics: dict[str, float] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
+    trace: dict[str, str] = Field(default_factory=dict)
+
+    _manager: TaskManager | None = PrivateAttr(default=None)
+    _cancelled: asyncio.Event | None = PrivateAttr(default=None)
+    _secrets: Mapping[str, str] = PrivateAttr(default_factory=dict)
+    _on_progress: Callable[[TaskRun], None] | None = PrivateAttr(default=None)
+    _child_index: int = PrivateAttr(default=0)
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.root_run_id is None:
+            self.root_run_id = self.id
+
+    # -- record helpers -------------------------------------------------------------------------
+    @property
+    def is_done(self) -> bool:
+        """True once the run reached a terminal state."""
+        return self.state.is_done
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between start and end, when both are known."""
+        if self.start and self.end:
+            return (self.end - self.start).total_seconds()
+        return None
+
+    @property
+    def failure(self) -> TaskFailedError | None:
+        """The stored error rebuilt as a `TaskFailedError`, if the run failed."""
+        return TaskFailedError.from_dict(self.error) if self.error else None
+
+    @property
+    def name(self) -> str:
+        """The task's name (alias of `task`, as fluid spells it)."""
+        return self.task
+
+    # -- context API, valid while the run executes ---------------------------------------------
+    @property
+    def manager(self) -> TaskManager:
+        """The manager executing this run."""
+        if self._manager is None:
+            raise RuntimeError("this TaskRun is a record, not a live run context")
+        return self._manager
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set when the run is asked to stop (cancel or drain); long tasks should check it."""
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
+        return self._cancelled
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named after the task."""
+        return logging.getLogger(f"taskloom.task.{self.task}")
+
+    @property
+    def secrets(self) -> Mapping[str, str]:
+        """Secret values resolved for this run; never stored."""
+        return self._secrets
+
+    def set_progress(self, fraction: float, note: str | None = None) -> None:
+        """Report progress in [0, 1]; it reaches the store with the next heartbeat."""
+        self.progress = min(1.0, max(0.0, float(fraction)))
+        self.progress_note = note
+        if self._on_progress is not None:
+            self._on_progress(self)
+
+    def heartbeat(self) -> None:
+        """Ask the worker to extend this run's lease now (long steps without progress)."""
+        if self._on_progress is not None:
+            self._on_progress(self)
+
+    def abort(self, reason: str = "aborted by task") -> None:
+        """End the run as `aborted`; it is never retried."""
+        raise CancelledRunError(reason)
+
+    def record(self) -> TaskRun:
+        """A plain copy without the live context (what the store keeps)."""
+        return self.model_copy()
+
+
+_current_run: ContextVar[TaskRun | None] = ContextVar("taskloom_current_run", default=None)
+
+
+def current_run() -> TaskRun | None:
+    """The run executing in this context, if any."""
+    return _current_run.get()
+
+
+def set_current_run(run: TaskRun | None) -> Any:
+    """Set the current run; returns the token to reset it with."""
+    return _current_run.set(run)
+
+
+def reset_current_run(token: Any) -> None:
+    """Undo `set_current_run`."""
+    _current_run.reset(token)

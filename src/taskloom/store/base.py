@@ -1,0 +1,269 @@
+"""The store seam: small protocols every backend implements, plus the in-process notifier.
+
+Mechanism only. Retry decisions, backoff and state policy live in `manager.py` and
+`consumer.py`; a store only records, claims, fences and notifies. Every time is a float of
+Unix seconds passed in as `now`, so a fake clock drives every backend the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..run import TaskPriority, TaskRun, TaskState
+
+ACTIVE_STATES = (TaskState.init, TaskState.queued, TaskState.running)
+
+
+def ts(moment: datetime | None) -> float | None:
+    """Unix seconds of an aware datetime (None stays None)."""
+    return None if moment is None else moment.timestamp()
+
+
+def dt(seconds: float | None) -> datetime | None:
+    """An aware UTC datetime from Unix seconds (None stays None)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(slots=True)
+class Lease:
+    """A worker's claim on one running run; `token` fences every later write."""
+
+    run: TaskRun
+    token: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat item: extend this lease, store this progress."""
+
+    lease: Lease
+    progress: float | None = None
+    progress_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BeatReply:
+    """Whether the lease is still held, and whether the run was asked to cancel."""
+
+    alive: bool
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Filters for listing runs; results come newest first, paged by `cursor` (a run id)."""
+
+    task: str | None = None
+    state: TaskState | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+    tags: tuple[str, ...] = ()
+    parent_id: str | None = None
+    root_run_id: str | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker as seen through its heartbeats."""
+
+    worker: str
+    last_seen: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def matches(run: TaskRun, q: RunQuery) -> bool:
+    """True if `run` passes the filters of `q` (used by stores that filter in Python)."""
+    if q.task is not None and run.task != q.task:
+        return False
+    if q.state is not None and run.state != q.state:
+        return False
+    if q.queue is not None and run.queue != q.queue:
+        return False
+    if q.parent_id is not None and run.parent_id != q.parent_id:
+        return False
+    if q.root_run_id is not None and run.root_run_id != q.root_run_id:
+        return False
+    if q.cursor is not None and run.id >= q.cursor:
+        return False
+    created = run.queued or run.start
+    if q.since is not None and (created is None or created < q.since):
+        return False
+    if q.before is not None and (created is None or created >= q.before):
+        return False
+    return all(tag in run.tags for tag in q.tags)
+
+
+class Notifier:
+    """Topic wake-ups inside one event loop: `queue` (work may be due) and `run:<id>`.
+
+    Backends publish here on local changes; server backends also republish what their
+    listener (pub/sub, LISTEN/NOTIFY) receives from other processes.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+
+    def publish(self, topic: str) -> None:
+        """Wake everybody watching `topic`."""
+        for event in self._watchers.get(topic, ()):
+            event.set()
+
+    def publish_run(self, run_id: str) -> None:
+        """Wake watchers of one run."""
+        self.publish(f"run:{run_id}")
+
+    @contextmanager
+    def watch(self, topic: str) -> Iterator[asyncio.Event]:
+        """An event set on every publish to `topic` while the block runs (clear it yourself)."""
+        event = asyncio.Event()
+        self._watchers.setdefault(topic, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(topic)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[topic]
+
+    @property
+    def topics(self) -> list[str]:
+        """Topics someone is watching (server backends subscribe to these)."""
+        return list(self._watchers)
+
+
+class QueueStore(Protocol):
+    """Runs on the queue: enqueue, claim with a lease, heartbeat, fenced finish, reclaim."""
+
+    async def enqueue(self, runs: Sequence[TaskRun]) -> list[TaskRun]:
+        """Insert runs (state queued). A run whose id exists, or whose `dedup_key` matches an
+        active (init/queued/running) run, is not inserted: the existing run is returned in its
+        place. Publishes `queue`."""
+        ...
+
+    async def claim(
+        self, worker: str, queues: Sequence[str] | None, limit: int, lease_seconds: float,
+        now: float,
+    ) -> list[Lease]:
+        """Take up to `limit` due queued runs (execute_after <= now), by priority then FIFO
+        (execute_after or queued time, then id); mark them running, set `worker`, `start` (first
+        time only), and a fresh lease token expiring at now + lease_seconds."""
+        ...
+
+    async def heartbeat(
+        self, beats: Sequence[Beat], lease_seconds: float, now: float
+    ) -> list[BeatReply]:
+        """Extend leases (and slots the runs hold) and save progress, each only if the lease
+        is still held; reply whether it was and whether a cancel was requested."""
+        ...
+
+    async def finish(self, items: Sequence[tuple[Lease, TaskRun]]) -> list[bool]:
+        """Write each run's new record if its lease is still held (fenced), releasing the
+        lease. A new state of `queued` puts it back on the queue. False where the lease was
+        lost: nothing is written. Publishes `run:<id>` (and `queue` for requeued runs)."""
+        ...
+
+    async def reclaim(self, now: float) -> list[TaskRun]:
+        """Requeue every running run whose lease expired before `now`, appending an
+        `interrupted` attempt to its history; return the requeued runs."""
+        ...
+
+
+class RecordStore(Protocol):
+    """Run records: direct writes, reads, queries, cancel requests, purge."""
+
+    async def save(self, run: TaskRun) -> None:
+        """Insert or replace a run record unconditionally (runs executed outside the queue)."""
+        ...
+
+    async def get(self, run_id: str) -> TaskRun | None:
+        """One run, or None."""
+        ...
+
+    async def query(self, q: RunQuery) -> list[TaskRun]:
+        """Runs matching `q`, newest (highest id) first."""
+        ...
+
+    async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
+        """Queued runs by priority (all queues when `queue` is None)."""
+        ...
+
+    async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
+        """A queued/init run becomes `aborted` at once; a running one gets
+        `cancel_requested`. Returns the updated run, None if unknown."""
+        ...
+
+    async def purge(self, before: float) -> int:
+        """Delete finished runs that ended before `before`; return how many."""
+        ...
+
+
+class CoordinationStore(Protocol):
+    """Concurrency slots, leader locks, key/value entries (cache, flags), worker beats."""
+
+    async def acquire_slot(
+        self, name: str, holder: str, limit: int, ttl: float, now: float
+    ) -> bool:
+        """Take one of `limit` slots of `name` for `holder` (idempotent per holder); slots of
+        which the holder stopped beating expire after `ttl`."""
+        ...
+
+    async def release_slot(self, name: str, holder: str) -> None:
+        """Give the slot back."""
+        ...
+
+    async def acquire_lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew a lock that expires after `ttl` unless renewed."""
+        ...
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        """Release the lock if `holder` has it."""
+        ...
+
+    async def kv_get(self, key: str, now: float) -> bytes | None:
+        """A stored value that has not expired."""
+        ...
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        """Store a value, expiring after `ttl` seconds if given."""
+        ...
+
+    async def kv_delete(self, key: str) -> None:
+        """Forget a value."""
+        ...
+
+    async def worker_beat(self, worker: str, info: dict[str, Any], ttl: float, now: float) -> None:
+        """Record that a worker is alive."""
+        ...
+
+    async def workers(self, now: float) -> list[WorkerInfo]:
+        """Workers whose last beat has not expired."""
+        ...
+
+
+class Store(QueueStore, RecordStore, CoordinationStore, Protocol):
+    """Everything a backend provides; one class implements all of it."""
+
+    url: str
+    notifier: Notifier
+
+    async def connect(self) -> None:
+        """Open connections, create or check the schema."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError unless the backend answers."""
+        ...

@@ -1,0 +1,263 @@
+"""The in-memory store: the protocol's meaning in plain Python (tests, eager mode)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from ..run import Attempt, TaskPriority, TaskRun, TaskState
+from .base import (
+    ACTIVE_STATES,
+    Beat,
+    BeatReply,
+    Lease,
+    Notifier,
+    RunQuery,
+    WorkerInfo,
+    dt,
+    matches,
+    ts,
+)
+
+
+def _due_key(run: TaskRun) -> tuple[int, float, str]:
+    at = ts(run.execute_after) or ts(run.queued) or 0.0
+    return (run.priority.rank, at, run.id)
+
+
+class MemoryStore:
+    """Keeps everything in dicts of this process; copies on the way in and out."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.notifier = Notifier()
+        self._runs: dict[str, TaskRun] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # run id -> (token, expires)
+        self._dedup: dict[str, str] = {}  # dedup key -> active run id
+        self._slots: dict[str, dict[str, float]] = {}  # name -> holder -> expires
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._kv: dict[str, tuple[bytes, float | None]] = {}
+        self._workers: dict[str, tuple[float, float, dict[str, Any]]] = {}
+
+    async def connect(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    # -- queue ------------------------------------------------------------------------------
+    async def enqueue(self, runs: Sequence[TaskRun]) -> list[TaskRun]:
+        out: list[TaskRun] = []
+        for run in runs:
+            existing = self._runs.get(run.id)
+            if existing is None and run.dedup_key:
+                other = self._dedup.get(run.dedup_key)
+                if other and self._runs[other].state in ACTIVE_STATES:
+                    existing = self._runs[other]
+            if existing is not None:
+                out.append(existing.model_copy(deep=True))
+                continue
+            stored = run.model_copy(deep=True)
+            self._runs[run.id] = stored
+            if run.dedup_key:
+                self._dedup[run.dedup_key] = run.id
+            out.append(run)
+        self.notifier.publish("queue")
+        return out
+
+    async def claim(
+        self, worker: str, queues: Sequence[str] | None, limit: int, lease_seconds: float,
+        now: float,
+    ) -> list[Lease]:
+        due = [
+            r for r in self._runs.values()
+            if r.state is TaskState.queued
+            and (r.execute_after is None or r.execute_after.timestamp() <= now)
+            and (queues is None or r.queue in queues)
+        ]  # fmt: skip
+        due.sort(key=_due_key)
+        leases = []
+        for run in due[:limit]:
+            run.state = TaskState.running
+            run.worker = worker
+            if run.start is None:
+                run.start = dt(now)
+            token = secrets.token_hex(8)
+            self._leases[run.id] = (token, now + lease_seconds)
+            leases.append(Lease(run.model_copy(deep=True), token, now + lease_seconds))
+        return leases
+
+    def _held(self, lease: Lease) -> bool:
+        current = self._leases.get(lease.run.id)
+        run = self._runs.get(lease.run.id)
+        return (
+            current is not None and current[0] == lease.token and run is not None
+            and run.state is TaskState.running
+        )  # fmt: skip
+
+    async def heartbeat(
+        self, beats: Sequence[Beat], lease_seconds: float, now: float
+    ) -> list[BeatReply]:
+        replies = []
+        for beat in beats:
+            if not self._held(beat.lease):
+                replies.append(BeatReply(False))
+                continue
+            run_id = beat.lease.run.id
+            self._leases[run_id] = (beat.lease.token, now + lease_seconds)
+            beat.lease.expires = now + lease_seconds
+            for holders in self._slots.values():
+                if run_id in holders:
+                    holders[run_id] = now + lease_seconds
+            run = self._runs[run_id]
+            if beat.progress is not None:
+                run.progress = beat.progress
+                run.progress_note = beat.progress_note
+            replies.append(BeatReply(True, run.cancel_requested))
+        return replies
+
+    async def finish(self, items: Sequence[tuple[Lease, TaskRun]]) -> list[bool]:
+        results = []
+        requeued = False
+        for lease, new in items:
+            if not self._held(lease):
+                results.append(False)
+                continue
+            del self._leases[new.id]
+            stored = new.model_copy(deep=True)
+            stored.cancel_requested = self._runs[new.id].cancel_requested and not new.is_done
+            self._runs[new.id] = stored
+            if new.state is TaskState.queued:
+                requeued = True
+            elif new.is_done and new.dedup_key and self._dedup.get(new.dedup_key) == new.id:
+                del self._dedup[new.dedup_key]
+            self.notifier.publish_run(new.id)
+            results.append(True)
+        if requeued:
+            self.notifier.publish("queue")
+        return results
+
+    async def reclaim(self, now: float) -> list[TaskRun]:
+        out = []
+        for run_id, (_token, expires) in list(self._leases.items()):
+            if expires >= now:
+                continue
+            del self._leases[run_id]
+            run = self._runs[run_id]
+            run.attempts.append(
+                Attempt(
+                    attempt=run.retry_attempt, state=TaskState.interrupted, start=run.start,
+                    end=dt(now), worker=run.worker,
+                    error={"type": "LeaseExpired", "message": "worker lost its lease"},
+                )
+            )  # fmt: skip
+            run.state = TaskState.queued
+            run.worker = None
+            out.append(run.model_copy(deep=True))
+            self.notifier.publish_run(run_id)
+        if out:
+            self.notifier.publish("queue")
+        return out
+
+    # -- records ----------------------------------------------------------------------------
+    async def save(self, run: TaskRun) -> None:
+        self._runs[run.id] = run.model_copy(deep=True)
+        self._leases.pop(run.id, None)
+        if run.dedup_key and run.state in ACTIVE_STATES:
+            self._dedup[run.dedup_key] = run.id
+        self.notifier.publish_run(run.id)
+        if run.state is TaskState.queued:
+            self.notifier.publish("queue")
+
+    async def get(self, run_id: str) -> TaskRun | None:
+        run = self._runs.get(run_id)
+        return None if run is None else run.model_copy(deep=True)
+
+    async def query(self, q: RunQuery) -> list[TaskRun]:
+        found = [r for r in self._runs.values() if matches(r, q)]
+        found.sort(key=lambda r: r.id, reverse=True)
+        return [r.model_copy(deep=True) for r in found[: q.limit]]
+
+    async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
+        counts = dict.fromkeys(TaskPriority, 0)
+        for r in self._runs.values():
+            if r.state is TaskState.queued and (queue is None or r.queue == queue):
+                counts[r.priority] += 1
+        return counts
+
+    async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        if run.state in (TaskState.init, TaskState.queued):
+            run.state = TaskState.aborted
+            run.end = dt(now)
+            run.error = {"type": "CancelledRunError", "message": "cancelled before it ran"}
+            if run.dedup_key and self._dedup.get(run.dedup_key) == run.id:
+                del self._dedup[run.dedup_key]
+        elif run.state is TaskState.running:
+            run.cancel_requested = True
+        self.notifier.publish_run(run_id)
+        return run.model_copy(deep=True)
+
+    async def purge(self, before: float) -> int:
+        gone = [
+            rid for rid, r in self._runs.items()
+            if r.is_done and r.end is not None and r.end.timestamp() < before
+        ]  # fmt: skip
+        for rid in gone:
+            del self._runs[rid]
+        return len(gone)
+
+    # -- coordination -----------------------------------------------------------------------
+    async def acquire_slot(
+        self, name: str, holder: str, limit: int, ttl: float, now: float
+    ) -> bool:
+        holders = self._slots.setdefault(name, {})
+        for h, exp in list(holders.items()):
+            if exp < now:
+                del holders[h]
+        if holder in holders or len(holders) < limit:
+            holders[holder] = now + ttl
+            return True
+        return False
+
+    async def release_slot(self, name: str, holder: str) -> None:
+        self._slots.get(name, {}).pop(holder, None)
+
+    async def acquire_lock(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        current = self._locks.get(name)
+        if current is None or current[0] == holder or current[1] < now:
+            self._locks[name] = (holder, now + ttl)
+            return True
+        return False
+
+    async def release_lock(self, name: str, holder: str) -> None:
+        if self._locks.get(name, ("", 0.0))[0] == holder:
+            del self._locks[name]
+
+    async def kv_get(self, key: str, now: float) -> bytes | None:
+        item = self._kv.get(key)
+        if item is None or (item[1] is not None and item[1] < now):
+            return None
+        return item[0]
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None, now: float) -> None:
+        self._kv[key] = (value, None if ttl is None else now + ttl)
+
+    async def kv_delete(self, key: str) -> None:
+        self._kv.pop(key, None)
+
+    async def worker_beat(self, worker: str, info: dict[str, Any], ttl: float, now: float) -> None:
+        self._workers[worker] = (now, now + ttl, dict(info))
+
+    async def workers(self, now: float) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(w, seen, info)
+            for w, (seen, exp, info) in sorted(self._workers.items())
+            if exp >= now
+        ]

@@ -1,0 +1,347 @@
+"""`@task`, the immutable `Task`, and `TaskEnvironment` (shared defaults for several tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, overload
+
+from pydantic import BaseModel
+
+from .errors import ConfigError
+from .interface import Interface, check_size
+from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
+from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
+from .schedules import RandomizeType, Schedule
+
+EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
+
+
+def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str]:
+    doc = inspect.getdoc(fn) or ""
+    first = doc.strip().splitlines()[0].strip() if doc.strip() else ""
+    return first, doc.strip()
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A task definition: the function, its typed interface and its scheduling metadata.
+
+    Immutable: `override(...)` returns a new Task. Calling it outside a running task runs the
+    function locally; inside a running task it creates a durable child run.
+    """
+
+    name: str
+    fn: Callable[..., Any] = field(repr=False)
+    interface: Interface = field(repr=False)
+    schedule: Schedule | None = None
+    short_description: str = ""
+    description: str = ""
+    randomize: RandomizeType | None = None
+    max_concurrency: int = 0
+    priority: TaskPriority = TaskPriority.medium
+    cpu_bound: bool = False
+    k8s_config: K8sConfig | None = None
+    timeout_seconds: float | None = None
+    tags: tuple[str, ...] = ()
+    retry: RetryPolicy | None = None
+    rate_limit_retry: RetryPolicy | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources | None = None
+    cache: Cache | None = None
+    secrets: tuple[Secret, ...] = ()
+    queue: str = "default"
+    image: str | None = None
+    pod_template: Mapping[str, Any] | str | None = None
+    interruptible: bool = False
+    max_inline_io_bytes: int = 10 * 1024 * 1024
+    triggers: tuple[Trigger, ...] = ()
+    report: bool = False
+    reusable: Any = None
+    executor: str | None = None
+    pre: Callable[..., Any] | None = field(default=None, repr=False)
+    post: Callable[[Any], Any] | None = field(default=None, repr=False)
+
+    @property
+    def is_async(self) -> bool:
+        """True if the function is a coroutine function."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def attempts(self) -> RetryPolicy:
+        """The effective retry policy (one attempt when none is set)."""
+        return self.retry or RetryPolicy(max_attempts=1)
+
+    # -- copies ---------------------------------------------------------------------------------
+    def override(self, **changes: Any) -> Task:
+        """A new Task with some settings changed; `name`, `fn` and the interface are fixed."""
+        for fixed in ("name", "fn", "interface"):
+            if fixed in changes:
+                raise ConfigError(f"override() cannot change {fixed!r} of task {self.name!r}")
+        return dataclasses.replace(self, **_normalise(changes))
+
+    def info(self) -> TaskInfo:
+        """A JSON-friendly description of the task."""
+        return TaskInfo(
+            name=self.name,
+            short_description=self.short_description,
+            description=self.description,
+            schedule=str(self.schedule) if self.schedule else None,
+            priority=self.priority,
+            max_concurrency=self.max_concurrency,
+            cpu_bound=self.cpu_bound,
+            timeout_seconds=self.timeout_seconds,
+            tags=list(self.tags),
+            queue=self.queue,
+            executor=self.executor_name(),
+            max_attempts=self.attempts.max_attempts,
+            params=self.interface.inputs.model_json_schema(),
+        )
+
+    def executor_name(self, in_cluster: bool = False) -> str:
+        """Where this task runs unless the manager says otherwise."""
+        if self.executor:
+            return self.executor
+        if self.cpu_bound:
+            return "kubernetes" if in_cluster else "process"
+        return "inline" if self.is_async else "thread"
+
+    # -- calling --------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run locally (outside a run) or as a durable child run (inside one)."""
+        parent = current_run()
+        if parent is not None and parent._manager is not None:
+            from .workflow import call_child_sync
+
+            if self.is_async:
+                return self.aio(*args, **kwargs)
+            return call_child_sync(parent, self, args, kwargs)
+        if self.is_async:
+            coro = self.forward(*args, **kwargs)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(coro)
+            return coro
+        return self.forward_sync(*args, **kwargs)
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        """Await the task from async code, whether its function is sync or async."""
+        parent = current_run()
+        if parent is not None and parent._manager is not None:
+            from .workflow import call_child
+
+            return await call_child(parent, self, args, kwargs)
+        return await self.forward(*args, **kwargs)
+
+    def prepare(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BaseModel:
+        """Bind and validate a call's arguments, enforcing `max_inline_io_bytes`."""
+        model = self.interface.validate(self.interface.bind(args, kwargs))
+        check_size(self.name, "input", self.interface.stored_params(model), self.max_inline_io_bytes)
+        return model
+
+    async def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function here, with a throwaway run context, and return its typed result."""
+        model = self.prepare(args, kwargs)
+        run = TaskRun(task=self.name, params=self.interface.stored_params(model))
+        call_kwargs = self.interface.call_kwargs(model)
+        if self.is_async:
+            value = await self.invoke(run, call_kwargs)
+        else:
+            value = await asyncio.to_thread(self.invoke_sync, run, call_kwargs)
+        return self._roundtrip(value)
+
+    def forward_sync(self, *args: Any, **kwargs: Any) -> Any:
+        """Synchronous twin of `forward` for sync functions."""
+        model = self.prepare(args, kwargs)
+        run = TaskRun(task=self.name, params=self.interface.stored_params(model))
+        return self._roundtrip(self.invoke_sync(run, self.interface.call_kwargs(model)))
+
+    def _roundtrip(self, value: Any) -> Any:
+        data = self.interface.encode_result(value)
+        check_size(self.name, "output", data, self.max_inline_io_bytes)
+        return value
+
+    def _args(self, run: TaskRun, kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.pre is not None:
+            kwargs = dict(self.pre(**kwargs) or kwargs)
+        return ((run,) if self.interface.takes_context else ()), kwargs
+
+    async def invoke(self, run: TaskRun, kwargs: dict[str, Any]) -> Any:
+        """Call an async (or sync) function in this thread with `run` as the current run."""
+        token = set_current_run(run)
+        try:
+            args, kwargs = self._args(run, kwargs)
+            value = self.fn(*args, **kwargs)
+            while inspect.isawaitable(value):  # a task may return a gather() future
+                value = await value
+        finally:
+            reset_current_run(token)
+        return self.post(value) if self.post is not None else value
+
+    def invoke_sync(self, run: TaskRun, kwargs: dict[str, Any]) -> Any:
+        """Call a sync function with `run` as the current run (used from worker threads)."""
+        token = set_current_run(run)
+        try:
+            args, kwargs = self._args(run, kwargs)
+            value = self.fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+        finally:
+            reset_current_run(token)
+        return self.post(value) if self.post is not None else value
+
+
+async def _await(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+class TaskInfo(BaseModel):
+    """What `Task.info()` returns: the task's definition in JSON-friendly form."""
+
+    name: str
+    short_description: str
+    description: str
+    schedule: str | None
+    priority: TaskPriority
+    max_concurrency: int
+    cpu_bound: bool
+    timeout_seconds: float | None
+    tags: list[str]
+    queue: str
+    executor: str
+    max_attempts: int | None
+    params: dict[str, Any]
+
+
+_ALIASES = {"retries": "retry", "timeout": "timeout_seconds", "env_vars": "env"}
+
+
+def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept Flyte spellings and loose types; return Task field values."""
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        key = _ALIASES.get(key, key)
+        if key == "retry" and isinstance(value, int) and not isinstance(value, bool):
+            value = RetryPolicy.from_retries(value)
+        elif key == "retry" and value is not None and not isinstance(value, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy or an int, got {value!r}")
+        elif key == "timeout_seconds" and isinstance(value, timedelta):
+            value = value.total_seconds()
+        elif key == "cache":
+            value = to_cache(value)
+        elif key == "tags":
+            value = tuple(value or ())
+        elif key == "secrets":
+            if isinstance(value, Secret | str):
+                value = (value,)
+            value = tuple(Secret(s) if isinstance(s, str) else s for s in value or ())
+        elif key == "triggers":
+            value = tuple(value or ())
+        elif key == "env":
+            value = dict(value or {})
+        elif key == "priority":
+            value = TaskPriority(value or TaskPriority.medium)
+        elif key == "max_concurrency":
+            value = int(value or 0)
+        elif key == "cpu_bound" or key == "interruptible" or key == "report":
+            value = bool(value)
+        elif key == "executor" and value is not None and value not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}: {value!r}")
+        elif key == "queue":
+            value = value or "default"
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown task option {key!r}")
+        out[key] = value
+    return out
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Task)}
+
+
+def make_task(fn: Callable[..., Any], **opts: Any) -> Task:
+    """Build a Task from a function and `@task` options."""
+    if isinstance(fn, Task):
+        return fn.override(**opts)
+    if not callable(fn):
+        raise ConfigError(f"@task needs a function, got {fn!r}")
+    values = _normalise({k: v for k, v in opts.items() if v is not None})
+    name = values.pop("name", None) or fn.__name__
+    short, long = _doc_parts(fn)
+    values.setdefault("short_description", short)
+    values.setdefault("description", long)
+    return Task(name=name, fn=fn, interface=Interface.from_function(name, fn), **values)
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> Task: ...
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    schedule: Schedule | None = None,
+    short_description: str | None = None,
+    description: str | None = None,
+    randomize: RandomizeType | None = None,
+    max_concurrency: int | None = None,
+    priority: TaskPriority | str | None = None,
+    cpu_bound: bool | None = None,
+    k8s_config: K8sConfig | None = None,
+    timeout_seconds: float | None = None,
+    tags: Sequence[str] | None = None,
+    retry: RetryPolicy | int | None = None,
+    rate_limit_retry: RetryPolicy | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: Resources | None = None,
+    cache: CacheSpec = None,
+    secrets: Sequence[Secret | str] | Secret | str | None = None,
+    queue: str | None = None,
+    image: str | None = None,
+    pod_template: Mapping[str, Any] | str | None = None,
+    interruptible: bool | None = None,
+    max_inline_io_bytes: int | None = None,
+    triggers: Sequence[Trigger] | None = None,
+    report: bool | None = None,
+    reusable: Any = None,
+    executor: str | None = None,
+    **flyte_aliases: Any,
+) -> Callable[[Callable[..., Any]], Task]: ...
+def task(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+    """Turn a function into a Task; use bare (`@task`) or with options (`@task(...)`)."""
+    if fn is not None:
+        return make_task(fn, **opts)
+
+    def decorate(f: Callable[..., Any]) -> Task:
+        return make_task(f, **opts)
+
+    return decorate
+
+
+class TaskEnvironment:
+    """Shared defaults for several tasks (Flyte's `TaskEnvironment`): `@env.task`."""
+
+    def __init__(self, name: str = "default", **defaults: Any) -> None:
+        self.name = name
+        self.defaults = defaults
+        self.tasks: list[Task] = []
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+        """Like `@task`, with this environment's defaults under the given options."""
+        merged = {**self.defaults, **opts}
+        if fn is not None:
+            t = make_task(fn, **merged)
+            self.tasks.append(t)
+            return t
+
+        def decorate(f: Callable[..., Any]) -> Task:
+            t = make_task(f, **merged)
+            self.tasks.append(t)
+            return t
+
+        return decorate

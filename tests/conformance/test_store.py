@@ -1,0 +1,303 @@
+"""The store contract. A backend that passes this suite is correct by definition."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from taskloom.run import TaskPriority, TaskRun, TaskState
+from taskloom.store import Beat, RunQuery, Store
+from taskloom.store.base import dt
+
+T0 = 1_800_000_000.0
+
+
+def queued(task: str = "t", **kw: object) -> TaskRun:
+    kw.setdefault("queued", dt(T0))
+    return TaskRun(task=task, state=TaskState.queued, **kw)  # type: ignore[arg-type]
+
+
+async def test_enqueue_and_get_roundtrip(store: Store) -> None:
+    run = queued(params={"x": 1, "s": "ü"}, tags=["a"], priority=TaskPriority.high)
+    [stored] = await store.enqueue([run])
+    assert stored.id == run.id
+    got = await store.get(run.id)
+    assert got is not None
+    assert got.params == {"x": 1, "s": "ü"}
+    assert got.tags == ["a"] and got.priority is TaskPriority.high
+    assert got.state is TaskState.queued and got.root_run_id == run.id
+    assert await store.get("nope") is None
+
+
+async def test_enqueue_same_id_is_idempotent(store: Store) -> None:
+    run = queued()
+    await store.enqueue([run])
+    [again] = await store.enqueue([run.model_copy(update={"params": {"changed": True}})])
+    assert again.params == {}
+
+
+async def test_dedup_key_returns_active_run(store: Store) -> None:
+    a = queued(dedup_key="k")
+    b = queued(dedup_key="k")
+    await store.enqueue([a])
+    [got] = await store.enqueue([b])
+    assert got.id == a.id
+    assert await store.get(b.id) is None
+    # once the first run is done, the key is free again
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    done = lease.run.model_copy(update={"state": TaskState.success, "end": dt(T0 + 1)})
+    assert await store.finish([(lease, done)]) == [True]
+    [c] = await store.enqueue([queued(dedup_key="k")])
+    assert c.id != a.id
+
+
+async def test_claim_orders_by_priority_then_fifo(store: Store) -> None:
+    low = queued(priority=TaskPriority.low, queued=dt(T0 - 30))
+    med1 = queued(queued=dt(T0 - 20))
+    med2 = queued(queued=dt(T0 - 10))
+    high = queued(priority=TaskPriority.high, queued=dt(T0 - 5))
+    await store.enqueue([low, med2, med1, high])
+    leases = await store.claim("w", None, 10, 30, T0)
+    assert [lease.run.id for lease in leases] == [high.id, med1.id, med2.id, low.id]
+    assert all(lease.run.state is TaskState.running and lease.run.worker == "w" for lease in leases)
+    assert await store.claim("w", None, 10, 30, T0) == []
+
+
+async def test_claim_respects_limit_queue_and_execute_after(store: Store) -> None:
+    later = queued(execute_after=dt(T0 + 60))
+    other = queued(queue="other")
+    now_runs = [queued() for _ in range(3)]
+    await store.enqueue([later, other, *now_runs])
+    first = await store.claim("w", ["default"], 2, 30, T0)
+    assert len(first) == 2
+    rest = await store.claim("w", ["default"], 10, 30, T0)
+    assert {lease.run.id for lease in first + rest} == {r.id for r in now_runs}
+    assert [lease.run.id for lease in await store.claim("w", ["default"], 10, 30, T0 + 61)] == [
+        later.id
+    ]
+    assert [lease.run.id for lease in await store.claim("w", None, 10, 30, T0)] == [other.id]
+
+
+async def test_claim_sets_start_once(store: Store) -> None:
+    run = queued()
+    await store.enqueue([run])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    assert lease.run.start is not None and lease.run.start.timestamp() == T0
+
+
+async def test_two_claimers_never_share_a_run(store: Store) -> None:
+    runs = [queued() for _ in range(40)]
+    await store.enqueue(runs)
+    got = await asyncio.gather(*(store.claim(f"w{i}", None, 7, 30, T0) for i in range(8)))
+    ids = [lease.run.id for batch in got for lease in batch]
+    assert len(ids) == len(set(ids)) == 40
+
+
+async def test_finish_is_fenced_by_lease(store: Store) -> None:
+    run = queued()
+    await store.enqueue([run])
+    [lease] = await store.claim("w1", None, 1, 10, T0)
+    # lease expires and another worker reclaims and claims the run
+    reclaimed = await store.reclaim(T0 + 11)
+    assert [r.id for r in reclaimed] == [run.id]
+    assert reclaimed[0].attempts[-1].state is TaskState.interrupted
+    [lease2] = await store.claim("w2", None, 1, 10, T0 + 11)
+    assert lease2.token != lease.token
+    stale = lease.run.model_copy(update={"state": TaskState.success, "result": "old"})
+    assert await store.finish([(lease, stale)]) == [False]
+    fresh = lease2.run.model_copy(update={"state": TaskState.success, "result": "new"})
+    assert await store.finish([(lease2, fresh)]) == [True]
+    got = await store.get(run.id)
+    assert got is not None and got.result == "new" and got.state is TaskState.success
+    # completing twice is refused too
+    assert await store.finish([(lease2, fresh)]) == [False]
+
+
+async def test_reclaim_leaves_live_leases(store: Store) -> None:
+    await store.enqueue([queued()])
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    assert await store.reclaim(T0 + 5) == []
+    [reply] = await store.heartbeat([Beat(lease, 0.5, "half")], 10, T0 + 9)
+    assert reply.alive and not reply.cancel_requested
+    assert await store.reclaim(T0 + 15) == []
+    got = await store.get(lease.run.id)
+    assert got is not None and got.progress == 0.5 and got.progress_note == "half"
+    assert [r.id for r in await store.reclaim(T0 + 20)] == [lease.run.id]
+    [reply] = await store.heartbeat([Beat(lease)], 10, T0 + 21)
+    assert not reply.alive
+
+
+async def test_finish_requeue_with_execute_after(store: Store) -> None:
+    await store.enqueue([queued()])
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    again = lease.run.model_copy(
+        update={"state": TaskState.queued, "retry_attempt": 1, "execute_after": dt(T0 + 5),
+                "error": {"type": "ValueError", "message": "boom"}}
+    )  # fmt: skip
+    assert await store.finish([(lease, again)]) == [True]
+    assert await store.claim("w", None, 1, 10, T0 + 1) == []
+    [lease2] = await store.claim("w", None, 1, 10, T0 + 6)
+    assert lease2.run.retry_attempt == 1 and lease2.run.error == again.error
+
+
+async def test_batch_finish_mixed(store: Store) -> None:
+    await store.enqueue([queued(), queued()])
+    a, b = await store.claim("w", None, 2, 10, T0)
+    await store.reclaim(T0 + 100)
+    ok = await store.finish(
+        [(a, a.run.model_copy(update={"state": TaskState.success}))]
+    )
+    assert ok == [False]
+    c, d = await store.claim("w", None, 2, 10, T0 + 100)
+    ok = await store.finish(
+        [
+            (c, c.run.model_copy(update={"state": TaskState.success})),
+            (b, b.run.model_copy(update={"state": TaskState.failure})),
+            (d, d.run.model_copy(update={"state": TaskState.failure})),
+        ]
+    )
+    assert ok == [True, False, True]
+
+
+async def test_cancel_queued_and_running(store: Store) -> None:
+    q, r = queued(), queued(priority=TaskPriority.high)
+    await store.enqueue([q, r])
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    assert lease.run.id == r.id
+    cancelled = await store.request_cancel(q.id, T0)
+    assert cancelled is not None and cancelled.state is TaskState.aborted
+    assert await store.claim("w", None, 5, 10, T0) == []
+    running = await store.request_cancel(r.id, T0)
+    assert running is not None and running.state is TaskState.running and running.cancel_requested
+    [reply] = await store.heartbeat([Beat(lease)], 10, T0 + 1)
+    assert reply.alive and reply.cancel_requested
+    assert await store.request_cancel("missing", T0) is None
+
+
+async def test_save_query_and_paging(store: Store) -> None:
+    runs = []
+    for i in range(7):
+        run = TaskRun(
+            id=f"{i:032x}", task="a" if i % 2 else "b", state=TaskState.success,
+            queued=dt(T0 + i), end=dt(T0 + i), tags=["x"] if i < 3 else [],
+            queue="q2" if i == 6 else "default",
+        )  # fmt: skip
+        runs.append(run)
+        await store.save(run)
+    everything = await store.query(RunQuery(limit=100))
+    assert [r.id for r in everything] == [r.id for r in reversed(runs)]
+    page1 = await store.query(RunQuery(limit=3))
+    page2 = await store.query(RunQuery(limit=3, cursor=page1[-1].id))
+    assert [r.id for r in page1 + page2] == [r.id for r in reversed(runs)][:6]
+    assert {r.id for r in await store.query(RunQuery(task="a"))} == {runs[i].id for i in (1, 3, 5)}
+    assert {r.id for r in await store.query(RunQuery(tags=("x",)))} == {runs[i].id for i in range(3)}
+    assert [r.id for r in await store.query(RunQuery(queue="q2"))] == [runs[6].id]
+    since = await store.query(RunQuery(since=dt(T0 + 5)))
+    assert {r.id for r in since} == {runs[5].id, runs[6].id}
+    before = await store.query(RunQuery(before=dt(T0 + 1)))
+    assert [r.id for r in before] == [runs[0].id]
+    assert await store.query(RunQuery(state=TaskState.failure)) == []
+    assert await store.purge(T0 + 3) == 3
+    assert len(await store.query(RunQuery())) == 4
+
+
+async def test_query_by_lineage(store: Store) -> None:
+    root = TaskRun(task="p", state=TaskState.running)
+    kids = [TaskRun(task="c", parent_id=root.id, root_run_id=root.id) for _ in range(3)]
+    for run in [root, *kids]:
+        await store.save(run)
+    assert {r.id for r in await store.query(RunQuery(parent_id=root.id))} == {k.id for k in kids}
+    assert len(await store.query(RunQuery(root_run_id=root.id))) == 4
+
+
+async def test_queue_length(store: Store) -> None:
+    await store.enqueue(
+        [queued(priority=TaskPriority.high), queued(), queued(), queued(queue="b")]
+    )
+    counts = await store.queue_length(None)
+    assert counts == {TaskPriority.high: 1, TaskPriority.medium: 3, TaskPriority.low: 0}
+    assert (await store.queue_length("b"))[TaskPriority.medium] == 1
+
+
+async def test_slots_limit_release_and_expiry(store: Store) -> None:
+    assert await store.acquire_slot("t", "r1", 2, 10, T0)
+    assert await store.acquire_slot("t", "r2", 2, 10, T0)
+    assert await store.acquire_slot("t", "r1", 2, 10, T0)  # idempotent for the holder
+    assert not await store.acquire_slot("t", "r3", 2, 10, T0)
+    await store.release_slot("t", "r2")
+    assert await store.acquire_slot("t", "r3", 2, 10, T0)
+    assert not await store.acquire_slot("t", "r4", 2, 10, T0 + 5)
+    # r1 and r3 stop beating: their slots expire
+    assert await store.acquire_slot("t", "r4", 2, 10, T0 + 11)
+    assert await store.acquire_slot("other", "r9", 1, 10, T0)
+
+
+async def test_heartbeat_extends_slots_of_the_run(store: Store) -> None:
+    await store.enqueue([queued()])
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    assert await store.acquire_slot("t", lease.run.id, 1, 10, T0)
+    await store.heartbeat([Beat(lease)], 10, T0 + 8)
+    assert not await store.acquire_slot("t", "other", 1, 10, T0 + 12)
+    assert await store.acquire_slot("t", "other", 1, 10, T0 + 19)
+
+
+async def test_leader_lock(store: Store) -> None:
+    assert await store.acquire_lock("leader", "a", 10, T0)
+    assert not await store.acquire_lock("leader", "b", 10, T0 + 1)
+    assert await store.acquire_lock("leader", "a", 10, T0 + 5)  # renew
+    assert not await store.acquire_lock("leader", "b", 10, T0 + 14)
+    assert await store.acquire_lock("leader", "b", 10, T0 + 16)  # expired: failover
+    await store.release_lock("leader", "a")  # not the holder: no effect
+    assert not await store.acquire_lock("leader", "a", 10, T0 + 17)
+    await store.release_lock("leader", "b")
+    assert await store.acquire_lock("leader", "a", 10, T0 + 17)
+
+
+async def test_kv_with_expiry(store: Store) -> None:
+    assert await store.kv_get("k", T0) is None
+    await store.kv_set("k", b"\x00v", None, T0)
+    await store.kv_set("e", b"x", 5, T0)
+    assert await store.kv_get("k", T0) == b"\x00v"
+    assert await store.kv_get("e", T0 + 4) == b"x"
+    assert await store.kv_get("e", T0 + 6) is None
+    await store.kv_delete("k")
+    assert await store.kv_get("k", T0) is None
+
+
+async def test_workers_seen_by_beats(store: Store) -> None:
+    await store.worker_beat("w1", {"pid": 1}, 10, T0)
+    await store.worker_beat("w2", {"pid": 2}, 10, T0 + 5)
+    live = await store.workers(T0 + 12)
+    assert [(w.worker, w.info) for w in live] == [("w2", {"pid": 2})]
+
+
+async def test_notifier_wakes_on_enqueue_and_finish(store: Store) -> None:
+    with store.notifier.watch("queue") as woke:
+        await store.enqueue([queued()])
+        await asyncio.wait_for(woke.wait(), 5)
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    with store.notifier.watch(f"run:{lease.run.id}") as changed:
+        done = lease.run.model_copy(update={"state": TaskState.success})
+        await store.finish([(lease, done)])
+        await asyncio.wait_for(changed.wait(), 5)
+
+
+async def test_result_and_error_roundtrip(store: Store) -> None:
+    await store.enqueue([queued()])
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    done = lease.run.model_copy(
+        update={
+            "state": TaskState.failure, "end": dt(T0 + 1),
+            "result": {"nested": [1, 2.5, None, "x"]},
+            "error": {"type": "ValueError", "message": "bad", "cause": None},
+            "metrics": {"elapsed": 1.5}, "cache_hit": True,
+        }
+    )  # fmt: skip
+    await store.finish([(lease, done)])
+    got = await store.get(done.id)
+    assert got is not None
+    assert got.result == {"nested": [1, 2.5, None, "x"]}
+    assert got.error == {"type": "ValueError", "message": "bad", "cause": None}
+    assert got.metrics == {"elapsed": 1.5} and got.cache_hit
+    assert got.end is not None and abs(got.end.timestamp() - (T0 + 1)) < 1e-3
+    assert got.duration == timedelta(seconds=1).total_seconds()
