@@ -1,1 +1,86 @@
-"""taskloom."""
+"""taskloom: one @task that runs inline, in a thread, a subprocess, a Kubernetes Job or on Ray;
+queued durably, scheduled, retried, rate-limited, cached and composed."""
+
+from .consumer import TaskConsumer
+from .errors import (
+    CancelledRunError,
+    ConfigError,
+    DagCycleError,
+    InvalidParamsError,
+    LeaseLostError,
+    NonRetryableError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ReplayMismatchError,
+    ResultEncodingError,
+    Retry,
+    RunNotFoundError,
+    ScheduleError,
+    StoreUnavailableError,
+    TaskFailedError,
+    TaskloomError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+from .hooks import RunHooks
+from .manager import TaskManager
+from .policies import (
+    Cache,
+    K8sConfig,
+    K8sResourceRequirements,
+    Resources,
+    RetryPolicy,
+    Secret,
+    Trigger,
+)
+from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_process
+from .schedules import CronTab, Every, Schedule, crontab, every
+from .task import Task, TaskEnvironment, TaskInfo, task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cache",
+    "CancelledRunError",
+    "ConfigError",
+    "CronTab",
+    "DagCycleError",
+    "Every",
+    "InvalidParamsError",
+    "K8sConfig",
+    "K8sResourceRequirements",
+    "LeaseLostError",
+    "NonRetryableError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ReplayMismatchError",
+    "Resources",
+    "ResultEncodingError",
+    "Retry",
+    "RetryPolicy",
+    "RunHooks",
+    "RunNotFoundError",
+    "Schedule",
+    "ScheduleError",
+    "Secret",
+    "StoreUnavailableError",
+    "Task",
+    "TaskConsumer",
+    "TaskEnvironment",
+    "TaskFailedError",
+    "TaskInfo",
+    "TaskManager",
+    "TaskPriority",
+    "TaskRun",
+    "TaskState",
+    "TaskTimeoutError",
+    "TaskloomError",
+    "Trigger",
+    "UnknownTaskError",
+    "__version__",
+    "crontab",
+    "current_run",
+    "every",
+    "is_in_cpu_process",
+    "task",
+]

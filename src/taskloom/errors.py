@@ -16,6 +16,7 @@
     ├── RateLimitError          raised by a task to ask for a rate-limit retry
     ├── Retry                   raised by a task: retry after N seconds (counted)
     ├── NonRetryableError       raised by a task: fail now, whatever the policy
+    │   └── ResultEncodingError (also TypeError)
     ├── CancelledRunError       the run was aborted (by ctx.abort or manager.cancel)
     ├── TaskTimeoutError (also TimeoutError)
     └── TaskFailedError         a run failed; rebuilt from stored fields, never unpickled
@@ -121,6 +122,10 @@ class Retry(TaskloomError):
 
 class NonRetryableError(TaskloomError):
     """Raise inside a task to fail the run now, whatever its retry policy says."""
+
+
+class ResultEncodingError(NonRetryableError, TypeError):
+    """A task returned a value that cannot be encoded as JSON; retrying would not help."""
 
 
 class CancelledRunError(TaskloomError):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter, ValidationError, create_model
 
 from . import serde
-from .errors import InvalidParamsError, PayloadTooLargeError
+from .errors import InvalidParamsError, PayloadTooLargeError, ResultEncodingError
 from .run import TaskRun
 
 
@@ -111,14 +111,14 @@ class Interface:
         return data
 
     def encode_result(self, value: Any) -> Any:
-        """The result's JSON form; raises TypeError if it has none."""
+        """The result's JSON form; raises ResultEncodingError if it has none."""
         if self.returns_none:
             return None
         try:
             data = self.output.dump_python(value, mode="json")
             serde.dumps(data)
         except Exception as exc:
-            raise TypeError(
+            raise ResultEncodingError(
                 f"result of task {self.task_name!r} cannot be encoded as JSON "
                 f"({type(value).__name__}): {exc}"
             ) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import secrets as _secrets
@@ -197,8 +198,15 @@ class TaskRun(BaseModel):
         raise CancelledRunError(reason)
 
     def record(self) -> TaskRun:
-        """A plain copy without the live context (what the store keeps)."""
-        return self.model_copy()
+        """A deep copy of the record without the live context (what a store keeps)."""
+        data = dict(self.__dict__)
+        for key in ("params", "result", "error"):
+            data[key] = copy.deepcopy(data[key])
+        data["tags"] = list(self.tags)
+        data["metrics"] = dict(self.metrics)
+        data["attempts"] = list(self.attempts)  # Attempt records are never mutated
+        data["trace"] = dict(self.trace)
+        return TaskRun.model_construct(self.model_fields_set, **data)
 
 
 _current_run: ContextVar[TaskRun | None] = ContextVar("taskloom_current_run", default=None)

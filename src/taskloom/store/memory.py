@@ -59,9 +59,9 @@ class MemoryStore:
                 if other and self._runs[other].state in ACTIVE_STATES:
                     existing = self._runs[other]
             if existing is not None:
-                out.append(existing.model_copy(deep=True))
+                out.append(existing.record())
                 continue
-            stored = run.model_copy(deep=True)
+            stored = run.record()
             self._runs[run.id] = stored
             if run.dedup_key:
                 self._dedup[run.dedup_key] = run.id
@@ -88,7 +88,7 @@ class MemoryStore:
                 run.start = dt(now)
             token = secrets.token_hex(8)
             self._leases[run.id] = (token, now + lease_seconds)
-            leases.append(Lease(run.model_copy(deep=True), token, now + lease_seconds))
+            leases.append(Lease(run.record(), token, now + lease_seconds))
         return leases
 
     def _held(self, lease: Lease) -> bool:
@@ -128,7 +128,7 @@ class MemoryStore:
                 results.append(False)
                 continue
             del self._leases[new.id]
-            stored = new.model_copy(deep=True)
+            stored = new.record()
             stored.cancel_requested = self._runs[new.id].cancel_requested and not new.is_done
             self._runs[new.id] = stored
             if new.state is TaskState.queued:
@@ -157,7 +157,7 @@ class MemoryStore:
             )  # fmt: skip
             run.state = TaskState.queued
             run.worker = None
-            out.append(run.model_copy(deep=True))
+            out.append(run.record())
             self.notifier.publish_run(run_id)
         if out:
             self.notifier.publish("queue")
@@ -165,7 +165,7 @@ class MemoryStore:
 
     # -- records ----------------------------------------------------------------------------
     async def save(self, run: TaskRun) -> None:
-        self._runs[run.id] = run.model_copy(deep=True)
+        self._runs[run.id] = run.record()
         self._leases.pop(run.id, None)
         if run.dedup_key and run.state in ACTIVE_STATES:
             self._dedup[run.dedup_key] = run.id
@@ -175,12 +175,12 @@ class MemoryStore:
 
     async def get(self, run_id: str) -> TaskRun | None:
         run = self._runs.get(run_id)
-        return None if run is None else run.model_copy(deep=True)
+        return None if run is None else run.record()
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         found = [r for r in self._runs.values() if matches(r, q)]
         found.sort(key=lambda r: r.id, reverse=True)
-        return [r.model_copy(deep=True) for r in found[: q.limit]]
+        return [r.record() for r in found[: q.limit]]
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         counts = dict.fromkeys(TaskPriority, 0)
@@ -202,7 +202,7 @@ class MemoryStore:
         elif run.state is TaskState.running:
             run.cancel_requested = True
         self.notifier.publish_run(run_id)
-        return run.model_copy(deep=True)
+        return run.record()
 
     async def purge(self, before: float) -> int:
         gone = [

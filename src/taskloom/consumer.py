@@ -1,0 +1,252 @@
+"""TaskConsumer: claim due runs in batches, execute each on its executor, ack in batches.
+
+At-least-once: a run is leased, its lease heartbeated, and every write after the claim is
+fenced by the lease token, so a run completes exactly once even if a lost worker executed it
+too. On stop (or SIGTERM) the consumer stops claiming, waits `grace_seconds`, then records the
+remaining runs `interrupted` and requeues them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from .errors import UnknownTaskError
+from .manager import TaskManager
+from .run import TaskRun
+from .runner import Stop, attempt, unknown_task_record
+from .store.base import Beat, Lease
+
+log = logging.getLogger("taskloom.consumer")
+
+
+@dataclass
+class _Active:
+    lease: Lease
+    stop: Stop
+    task: asyncio.Task[None] = field(init=False)
+
+
+class TaskConsumer:
+    """A worker: serves the manager's queues until `stop()` (or `run(burst=True)` runs dry)."""
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        queues: list[str] | None = None,
+        max_concurrent_tasks: int = 10,
+        lease_seconds: float | None = None,
+        *,
+        grace_seconds: float = 30.0,
+        poll_interval: float | None = None,
+        heartbeat_interval: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.manager = manager
+        self.queues = list(queues) if queues else None
+        self.max_concurrent_tasks = max(1, max_concurrent_tasks)
+        self.lease_seconds = lease_seconds or manager.lease_seconds
+        self.grace_seconds = grace_seconds
+        self.poll_interval = poll_interval or manager.poll_interval
+        self.heartbeat_interval = heartbeat_interval or min(self.lease_seconds / 3, 5.0)
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        )
+        self.processed = 0
+        self.lost_leases = 0
+        self._active: dict[str, _Active] = {}
+        self._acks: list[tuple[Lease, TaskRun]] = []
+        self._ack_wake = asyncio.Event()
+        self._acks_idle = asyncio.Event()
+        self._acks_idle.set()
+        self._wake = asyncio.Event()
+        self._beat_now = asyncio.Event()
+        self._cancel_topic = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._done = asyncio.Event()
+        self._running = False
+        self._bg: asyncio.Task[None] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run(self, burst: bool = False, handle_signals: bool = False) -> None:
+        """Serve until `stop()`; with `burst=True`, return once nothing is due or running."""
+        store = (await self.manager.connect()).store
+        self._running, self._stopping, self._done = True, asyncio.Event(), asyncio.Event()
+        if handle_signals:
+            self._install_signals()
+        side = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._flush_acks())]
+        try:
+            with store.notifier.watch("queue") as queued, store.notifier.watch("cancel") as cxl:
+                self._wake, self._cancel_topic = queued, cxl
+                while not self._stopping.is_set():
+                    self._wake.clear()
+                    free = self.max_concurrent_tasks - len(self._active)
+                    leases = await store.claim(
+                        self.worker_id, self.queues, free, self.lease_seconds,
+                        self.manager.clock(),
+                    ) if free > 0 else []  # fmt: skip
+                    for lease in leases:
+                        self._start(lease)
+                    if burst and not leases and not self._active:
+                        break
+                    if free > 0 and len(leases) == free:
+                        continue  # more may be due: claim again once a slot frees
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            await self._drain()
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            self._running = False
+            self._done.set()
+
+    def _start(self, lease: Lease) -> None:
+        run = lease.run
+        run._manager = self.manager
+        run._on_progress = lambda _run: self._beat_now.set()
+        active = _Active(lease, Stop())
+        active.task = asyncio.create_task(self._process(active), name=f"run-{run.id}")
+        self._active[run.id] = active
+
+    async def _process(self, active: _Active) -> None:
+        lease, run = active.lease, active.lease.run
+        try:
+            try:
+                task = self.manager.get_task(run.task)
+            except UnknownTaskError:
+                new = unknown_task_record(run, self.manager.clock(), list(self.manager.tasks))
+            else:
+                try:
+                    new = await attempt(self.manager, task, run, active.stop)
+                except asyncio.CancelledError:
+                    self.lost_leases += 1
+                    return  # lease lost: another worker owns the run now
+            self._acks.append((lease, new))
+            self._acks_idle.clear()
+            self._ack_wake.set()
+        finally:
+            self._active.pop(run.id, None)
+            self.processed += 1
+            self._wake.set()
+
+    async def _flush_acks(self) -> None:
+        """Write finished runs in batches: whatever piled up while the last write ran."""
+        store = self.manager.store
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            while self._acks:
+                batch, self._acks = self._acks, []
+                try:
+                    ok = await store.finish(batch)
+                except Exception:
+                    log.exception("finishing %d runs failed; retrying", len(batch))
+                    self._acks[:0] = batch
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                for (lease, _), held in zip(batch, ok, strict=True):
+                    if not held:
+                        self.lost_leases += 1
+                        log.warning("run %s: lease lost before finish; not written", lease.run.id)
+            self._acks_idle.set()
+
+    async def _heartbeats(self) -> None:
+        """Extend leases, save progress, learn of cancels, reclaim crashed workers' runs."""
+        store = self.manager.store
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._next_beat(), self.heartbeat_interval)
+            self._beat_now.clear()
+            try:
+                await self._beat_once()
+                now = self.manager.clock()
+                await store.reclaim(now)
+                info = {"pid": os.getpid(), "active": len(self._active), "queues": self.queues}
+                await store.worker_beat(self.worker_id, info, self.lease_seconds, now)
+            except Exception:
+                log.exception("heartbeat failed; will retry")
+
+    async def _next_beat(self) -> None:
+        beat = asyncio.create_task(self._beat_now.wait())
+        cancel = asyncio.create_task(self._cancel_topic.wait())
+        try:
+            await asyncio.wait([beat, cancel], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            beat.cancel()
+            cancel.cancel()
+            self._cancel_topic.clear()
+
+    async def _beat_once(self) -> None:
+        actives = list(self._active.values())
+        if not actives:
+            return
+        beats = [Beat(a.lease, a.lease.run.progress, a.lease.run.progress_note) for a in actives]
+        replies = await self.manager.store.heartbeat(
+            beats, self.lease_seconds, self.manager.clock()
+        )
+        for active, reply in zip(actives, replies, strict=True):
+            if active.task.done():
+                continue
+            if not reply.alive:
+                active.stop.reason = "lease_lost"
+                active.task.cancel()
+            elif reply.cancel_requested and active.stop.reason is None:
+                active.stop.reason = "abort"
+                active.lease.run.cancelled.set()
+                active.task.cancel()
+
+    # -- stopping ---------------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        if self._active:
+            pending = [a.task for a in self._active.values()]
+            _done, late = await asyncio.wait(pending, timeout=self.grace_seconds)
+            for active in list(self._active.values()):
+                if not active.task.done():
+                    active.stop.reason = "drain"
+                    active.lease.run.cancelled.set()
+                    active.task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+        self._ack_wake.set()
+        await self._acks_idle.wait()
+
+    async def stop(self) -> None:
+        """Stop claiming, drain (up to `grace_seconds`), and return once the loop has ended."""
+        self._stopping.set()
+        self._wake.set()
+        if self._running:
+            await self._done.wait()
+        if self._bg is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bg
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._signal_stop)
+
+    def _signal_stop(self) -> None:
+        log.info("signal received: draining (grace %.0fs)", self.grace_seconds)
+        self._stopping.set()
+        self._wake.set()
+
+    async def __aenter__(self) -> TaskConsumer:
+        self._bg = asyncio.create_task(self.run())
+        await asyncio.sleep(0)  # let run() take its first step
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def active(self) -> int:
+        """Runs executing now."""
+        return len(self._active)

@@ -1,0 +1,1 @@
+"""Executors: where one attempt of a run executes."""

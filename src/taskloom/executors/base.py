@@ -1,0 +1,50 @@
+"""The executor seam: a run and its inputs in, the function's return value out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..errors import TaskTimeoutError
+
+if TYPE_CHECKING:
+    from ..run import TaskRun
+    from ..task import Task
+
+T = TypeVar("T")
+
+
+class Executor(Protocol):
+    """Runs one attempt of a task somewhere (this loop, a thread, a process, a cluster).
+
+    `execute` returns the function's raw return value or raises what it raised; it raises
+    `TaskTimeoutError` past `timeout` seconds and stops the work where it can. Cancelling the
+    awaiting coroutine must stop the work too (kill the process, delete the Job, ...).
+    """
+
+    name: str
+
+    async def start(self) -> None:
+        """Acquire resources (pools, connections); called once before first use."""
+        ...
+
+    async def stop(self) -> None:
+        """Release resources."""
+        ...
+
+    async def execute(
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        """Run one attempt and return the function's value."""
+        ...
+
+
+async def with_timeout(aw: Awaitable[T], timeout: float | None, task: str) -> T:
+    """Await with an optional timeout that raises TaskTimeoutError naming the task."""
+    if timeout is None:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        raise TaskTimeoutError(f"task {task!r} timed out after {timeout:g}s") from None

@@ -1,0 +1,429 @@
+"""TaskManager: the task registry plus the store; queue, execute, wait, cancel, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import serde
+from .errors import (
+    ConfigError,
+    RunNotFoundError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+from .executors.base import Executor
+from .hooks import HookSet, RunHooks
+from .run import TaskPriority, TaskRun, TaskState, utcnow
+from .runner import attempt
+from .store import RunQuery, Store, open_store
+from .store.base import dt
+from .task import Task, make_task
+
+if TYPE_CHECKING:
+    from .sync import SyncManager
+
+DEFAULT_URL = "sqlite:///taskloom.db"
+
+
+def _executor_factories() -> dict[str, Callable[[], Executor]]:
+    def inline() -> Executor:
+        from .executors.inline import InlineExecutor
+
+        return InlineExecutor()
+
+    def thread() -> Executor:
+        from .executors.thread import ThreadExecutor
+
+        return ThreadExecutor()
+
+    def process() -> Executor:
+        from .executors.process import ProcessExecutor
+
+        return ProcessExecutor()
+
+    def kubernetes() -> Executor:
+        from .executors.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor()
+
+    def ray() -> Executor:
+        from .executors.ray import RayExecutor
+
+        return RayExecutor()
+
+    return {"inline": inline, "thread": thread, "process": process,
+            "kubernetes": kubernetes, "ray": ray}  # fmt: skip
+
+
+class TaskManager:
+    """The one entry point: tasks are registered here and every run goes through its store.
+
+    Use it as an async context manager (or call `connect()`/`close()`); operations connect
+    lazily too. `clock` returns Unix seconds: tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        tasks: Iterable[Task] = (),
+        hooks: Sequence[RunHooks] = (),
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+        default_executor: str | None = None,
+        executors: Mapping[str, Executor] | None = None,
+        children_on_queue: bool = False,
+    ) -> None:
+        url = store if isinstance(store, str) or store is None else None
+        url = url or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL
+        self.store: Store = open_store(url) if isinstance(store, str) or store is None else store
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.default_executor = default_executor
+        self.children_on_queue = children_on_queue
+        self.hooks = HookSet(hooks)
+        self._tasks: dict[str, Task] = {}
+        self._factories = _executor_factories()
+        self._executors: dict[str, Executor] = dict(executors or {})
+        self._connected = False
+        self._connect_lock: asyncio.Lock | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sync: SyncManager | None = None
+        for t in tasks:
+            self.register_task(t)
+
+    # -- registry -------------------------------------------------------------------------------
+    def register_task(self, task: Task) -> Task:
+        """Add a task; a second task with the same name replaces the first."""
+        if not isinstance(task, Task):
+            raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
+        self._tasks[task.name] = task
+        return task
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+        """Decorator: define a task and register it here (`@manager.task` or with options)."""
+        if fn is not None:
+            return self.register_task(make_task(fn, **opts))
+
+        def decorate(f: Callable[..., Any]) -> Task:
+            return self.register_task(make_task(f, **opts))
+
+        return decorate
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Registered tasks by name (a copy)."""
+        return dict(self._tasks)
+
+    def get_task(self, name: str | Task) -> Task:
+        """A registered task; raises UnknownTaskError."""
+        if isinstance(name, Task):
+            name = name.name
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name, list(self._tasks)) from None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def connect(self) -> TaskManager:
+        """Connect the store (idempotent)."""
+        if self._connected:
+            return self
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if not self._connected:
+                await self.store.connect()
+                self.loop = asyncio.get_running_loop()
+                self._connected = True
+        return self
+
+    async def close(self) -> None:
+        """Stop executors and close the store."""
+        self.loop = None
+        for ex in self._executors.values():
+            await ex.stop()
+        self._executors.clear()
+        if self._connected:
+            await self.store.close()
+            self._connected = False
+
+    async def __aenter__(self) -> TaskManager:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ready(self) -> Store:
+        if not self._connected:
+            await self.connect()
+        return self.store
+
+    # -- executors ------------------------------------------------------------------------------
+    def in_cluster(self) -> bool:
+        """True inside Kubernetes with the k8s extra installed."""
+        return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (
+            importlib.util.find_spec("kubernetes_asyncio") is not None
+        )
+
+    def executor_name(self, task: Task) -> str:
+        """Which executor runs `task` here."""
+        if task.executor:
+            return task.executor
+        if self.default_executor and not task.cpu_bound:
+            return self.default_executor
+        return task.executor_name(self.in_cluster())
+
+    async def executor_for(self, task: Task) -> Executor:
+        """The (started) executor for `task`."""
+        name = self.executor_name(task)
+        ex = self._executors.get(name)
+        if ex is None:
+            factory = self._factories.get(name)
+            if factory is None:
+                raise ConfigError(f"no executor named {name!r}")
+            ex = factory()
+            await ex.start()
+            self._executors[name] = ex
+        return ex
+
+    def set_executor(self, name: str, executor: Executor) -> None:
+        """Install or replace an executor (tests swap in fakes here)."""
+        self._executors[name] = executor
+
+    # -- encoding -------------------------------------------------------------------------------
+    def serde_dumps(self, data: Any) -> bytes:
+        """Encode a JSON-able value."""
+        return serde.dumps(data)
+
+    def serde_loads(self, data: bytes) -> Any:
+        """Decode what `serde_dumps` made."""
+        return serde.loads(data)
+
+    # -- queueing -------------------------------------------------------------------------------
+    def new_run(
+        self,
+        task: str | Task,
+        params: Mapping[str, Any],
+        *,
+        priority: TaskPriority | str | None = None,
+        queue: str | None = None,
+        dedup_key: str | None = None,
+        delay: float | timedelta | None = None,
+        execute_after: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        parent: TaskRun | None = None,
+        run_id: str | None = None,
+        from_run_id: str | None = None,
+    ) -> TaskRun:
+        """Validate params and build a queued run record (nothing is written)."""
+        t = self.get_task(task)
+        model = t.prepare((), params)
+        now = self.clock()
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if delay:
+            execute_after = dt(now + delay)
+        extra: dict[str, Any] = {}
+        if run_id:
+            extra["id"] = run_id
+        if parent is not None:
+            extra["parent_id"] = parent.id
+            extra["root_run_id"] = parent.root_run_id
+        return TaskRun(
+            task=t.name,
+            priority=TaskPriority(priority or t.priority),
+            params=t.interface.stored_params(model),
+            state=TaskState.queued,
+            queued=dt(now),
+            execute_after=execute_after,
+            queue=queue or t.queue,
+            dedup_key=dedup_key,
+            tags=list(tags if tags is not None else t.tags),
+            from_run_id=from_run_id,
+            **extra,
+        )
+
+    async def enqueue(self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any) -> TaskRun:  # noqa: E501
+        """Queue a run with params given as one mapping (no clash with option names)."""
+        run = self.new_run(task, params or {}, **options)
+        store = await self._ready()
+        [stored] = await store.enqueue([run])
+        if stored.id == run.id:
+            await self.hooks.on_queued(stored)
+        return stored
+
+    async def queue(
+        self,
+        task: str | Task,
+        *,
+        priority: TaskPriority | str | None = None,
+        dedup_key: str | None = None,
+        queue: str | None = None,
+        delay: float | timedelta | None = None,
+        execute_after: datetime | None = None,
+        **params: Any,
+    ) -> TaskRun:
+        """Validate params and queue a run; with a pending `dedup_key` the existing run returns."""
+        return await self.enqueue(
+            task, params, priority=priority, dedup_key=dedup_key, queue=queue, delay=delay,
+            execute_after=execute_after,
+        )  # fmt: skip
+
+    async def queue_many(
+        self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
+    ) -> list[TaskRun]:
+        """Queue many runs of one task in one store round trip."""
+        runs = [self.new_run(task, p, **options) for p in params]
+        store = await self._ready()
+        stored = await store.enqueue(runs)
+        for run in stored:
+            await self.hooks.on_queued(run)
+        return stored
+
+    # -- running here ---------------------------------------------------------------------------
+    async def execute(self, task: str | Task, /, **params: Any) -> TaskRun:
+        """Run the task now, in this process, record it, and return the finished run."""
+        run = self.new_run(task, params)
+        return await self.execute_run(run)
+
+    async def execute_run(self, run: TaskRun) -> TaskRun:
+        """Execute a built run here until it is done (retries wait here), recording it."""
+        t = self.get_task(run.task)
+        store = await self._ready()
+        while True:
+            run.state, run.worker = TaskState.running, f"local-{os.getpid()}"
+            run.start = run.start or utcnow()
+            await store.save(run)
+            run._manager = self
+            run = await attempt(self, t, run)
+            await store.save(run)
+            if run.state is not TaskState.queued:
+                return run
+            wait = (run.execute_after.timestamp() - self.clock()) if run.execute_after else 0
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    # -- reading and steering -------------------------------------------------------------------
+    async def get_run(self, run_id: str) -> TaskRun:
+        """One run; raises RunNotFoundError."""
+        store = await self._ready()
+        run = await store.get(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    async def runs(
+        self,
+        task: str | None = None,
+        state: TaskState | str | None = None,
+        queue: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        *,
+        tags: Sequence[str] | None = None,
+        before: datetime | None = None,
+        cursor: str | None = None,
+        parent_id: str | None = None,
+        root_run_id: str | None = None,
+    ) -> list[TaskRun]:
+        """Runs newest first; page with `cursor` = the last id of the previous page."""
+        store = await self._ready()
+        q = RunQuery(
+            task=task, state=TaskState(state) if state else None, queue=queue, since=since,
+            before=before, tags=tuple(tags or ()), cursor=cursor, limit=limit,
+            parent_id=parent_id, root_run_id=root_run_id,
+        )  # fmt: skip
+        return await store.query(q)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> TaskRun:
+        """Wait until the run is done (push wake-ups; `poll_interval` only backs them up)."""
+        store = await self._ready()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        with store.notifier.watch(f"run:{run_id}") as changed:
+            while True:
+                run = await self.get_run(run_id)
+                if run.is_done:
+                    return run
+                step = self.poll_interval
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TaskTimeoutError(
+                            f"run {run_id} not done after {timeout}s (state {run.state})"
+                        )
+                    step = min(step, remaining)
+                try:
+                    await asyncio.wait_for(changed.wait(), step)
+                except TimeoutError:
+                    pass
+                changed.clear()
+
+    async def queue_and_wait(
+        self, task: str | Task, *, timeout: float | None = None, **params: Any
+    ) -> TaskRun:
+        """Queue a run and wait for it to finish."""
+        run = await self.queue(task, **params)
+        return await self.wait(run.id, timeout=timeout)
+
+    async def cancel(self, run_id: str) -> TaskRun:
+        """Abort a queued run now; ask a running one to stop (it ends `aborted`)."""
+        store = await self._ready()
+        run = await store.request_cancel(run_id, self.clock())
+        if run is None:
+            raise RunNotFoundError(run_id)
+        store.notifier.publish("cancel")
+        return run
+
+    async def retry(self, run_id: str) -> TaskRun:
+        """Queue a finished run again as a new run with `from_run_id` set."""
+        old = await self.get_run(run_id)
+        if not old.is_done:
+            raise ConfigError(f"run {run_id} is {old.state}; only finished runs can be retried")
+        return await self.enqueue(
+            old.task, old.params, priority=old.priority, queue=old.queue, from_run_id=old.id,
+            tags=old.tags,
+        )  # fmt: skip
+
+    async def queue_length(self, queue: str | None = None) -> dict[TaskPriority, int]:
+        """Queued runs by priority."""
+        store = await self._ready()
+        return await store.queue_length(queue)
+
+    # -- schedule switches ----------------------------------------------------------------------
+    async def enable(self, name: str) -> None:
+        """Switch a task's schedule on (stored: every scheduler sees it)."""
+        self.get_task(name)
+        store = await self._ready()
+        await store.kv_delete(f"schedule-disabled:{name}")
+
+    async def disable(self, name: str) -> None:
+        """Switch a task's schedule off (stored: every scheduler sees it)."""
+        self.get_task(name)
+        store = await self._ready()
+        await store.kv_set(f"schedule-disabled:{name}", b"1", None, self.clock())
+
+    async def is_enabled(self, name: str) -> bool:
+        """True unless the task's schedule was disabled."""
+        store = await self._ready()
+        return await store.kv_get(f"schedule-disabled:{name}", self.clock()) is None
+
+    # -- sync facade ----------------------------------------------------------------------------
+    @property
+    def sync(self) -> SyncManager:
+        """Blocking versions of the main calls, for scripts and non-async web frameworks."""
+        from .sync import SyncManager
+
+        if self._sync is None:
+            self._sync = SyncManager(self)
+        return self._sync
+
