@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import UnknownTaskError
 from .manager import TaskManager
-from .run import TaskRun
+from .run import TaskRun, TaskState
 from .runner import Stop, attempt, unknown_task_record
 from .store.base import Beat, Lease
 
@@ -94,7 +94,10 @@ class TaskConsumer:
                     for lease in leases:
                         self._start(lease)
                     if burst and not leases and not self._active:
-                        break
+                        if self._acks_idle.is_set():
+                            break
+                        await self._acks_idle.wait()  # a retry may be written back as due
+                        continue
                     if free > 0 and len(leases) == free:
                         continue  # more may be due: claim again once a slot frees
                     with contextlib.suppress(TimeoutError):
@@ -131,6 +134,11 @@ class TaskConsumer:
             self._acks.append((lease, new))
             self._acks_idle.clear()
             self._ack_wake.set()
+            if new.execute_after is not None and new.state is TaskState.queued:
+                # a retry we scheduled ourselves: wake when it is due instead of at the next poll
+                due = new.execute_after.timestamp() - self.manager.clock()
+                if due < self.poll_interval:
+                    asyncio.get_running_loop().call_later(max(due, 0.0), self._wake.set)
         finally:
             self._active.pop(run.id, None)
             self.processed += 1

@@ -65,8 +65,11 @@ _RANK = {TaskPriority.high: 0, TaskPriority.medium: 1, TaskPriority.low: 2}
 
 
 def new_run_id() -> str:
-    """A 32-hex-digit id that sorts by creation time (48-bit ms clock + 80 random bits)."""
-    return f"{int(time.time() * 1000):012x}{_secrets.token_hex(10)}"
+    """A 32-hex-digit id that sorts by creation time: 56 bits of 100 ns ticks + 72 random bits.
+
+    The fine clock keeps ids made one after another in one process in order.
+    """
+    return f"{time.time_ns() // 100:014x}{_secrets.token_hex(9)}"
 
 
 def utcnow() -> datetime:

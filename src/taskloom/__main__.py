@@ -1,0 +1,5 @@
+"""`python -m taskloom` runs the CLI."""
+
+from .cli import main
+
+main()
