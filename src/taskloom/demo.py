@@ -65,7 +65,7 @@ async def run_demo(url: str, runs: int, console: Console) -> int:
             elif kind == 1:
                 queued.append(await manager.queue("checksum", data=f"blob-{rng.random()}"))
             else:
-                queued.append(await manager.queue("flaky", seed=i))
+                queued.append(await manager.queue("flaky", seed=i // 3))
         ids = [r.id for r in queued]
         columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, console=console, transient=False) as progress:
@@ -94,7 +94,7 @@ async def run_demo(url: str, runs: int, console: Console) -> int:
                     f"[red]failed[/] {r.task} {r.id}: {r.failure.type_name}: {r.failure.message}",
                     highlight=False,
                 )
-        console.print(f"store: {url}  —  inspect with: taskloom runs --app taskloom.demo:app")
+        console.print(f"inspect: TASKLOOM_STORE={url} taskloom runs --app taskloom.demo:app")
         expected = all(
             (r.state is TaskState.failure) == (r.task == "broken") for r in done
         )
