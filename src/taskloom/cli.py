@@ -101,7 +101,8 @@ def _print_outcome(run: TaskRun, as_json: bool) -> None:
         return
     if run.state is TaskState.success:
         result = run.result
-        console.print(json.dumps(result) if not isinstance(result, str) else result)
+        if result is not None:
+            console.print(json.dumps(result) if not isinstance(result, str) else result)
         return
     error = run.failure
     detail = f"{error.type_name}: {error.message}" if error else ""
