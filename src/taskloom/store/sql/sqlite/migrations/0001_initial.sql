@@ -1,0 +1,74 @@
+-- 0001: the first schema (runs, slots, locks, kv, workers).
+-- Migrations run in order inside one BEGIN IMMEDIATE transaction; never edit an applied one,
+-- add the next number instead and update schema.sql to match.
+
+-- One row per run. `data` is the whole TaskRun as JSON; the other columns copy the fields
+-- that claims and queries filter or sort on, plus the lease, which is not part of the record.
+-- A rowid table (unlike the small tables below) because records are large.
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,  -- time-ordered hex: ORDER BY id DESC is newest first
+    task          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    queue         TEXT NOT NULL,
+    priority_rank INTEGER NOT NULL,  -- 0 high, 1 medium, 2 low
+    due           REAL NOT NULL,     -- execute_after, else queued, else 0: FIFO order key
+    execute_after REAL,              -- a queued run is due once this is NULL or <= now
+    dedup_key     TEXT,
+    lease_token   TEXT,              -- set while a worker holds the run; fences its writes
+    lease_expires REAL,
+    worker        TEXT,
+    parent_id     TEXT,
+    root_run_id   TEXT,
+    created       REAL,              -- queued, else start: what since/before filter on
+    ended         REAL,
+    data          TEXT NOT NULL
+);
+
+-- Claims: due queued runs by priority then FIFO, for all queues or for one queue. Partial, so
+-- they hold only the queue itself; `state` is a column too, which makes them covering.
+CREATE INDEX runs_claim_any ON runs (state, priority_rank, due, id, execute_after)
+    WHERE state = 'queued';
+CREATE INDEX runs_claim ON runs (state, queue, priority_rank, due, id, execute_after)
+    WHERE state = 'queued';
+-- Dedup looks only at active runs.
+CREATE INDEX runs_dedup ON runs (dedup_key)
+    WHERE dedup_key IS NOT NULL AND state IN ('init', 'queued', 'running');
+-- Reclaim scans held leases by expiry.
+CREATE INDEX runs_lease ON runs (lease_expires) WHERE lease_token IS NOT NULL;
+-- Queries, newest first.
+CREATE INDEX runs_task ON runs (task, id);
+CREATE INDEX runs_state ON runs (state, id);
+CREATE INDEX runs_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX runs_root ON runs (root_run_id, id);
+
+-- Concurrency slots: one row per holder of a slot of `name`.
+CREATE TABLE slots (
+    name    TEXT NOT NULL,
+    holder  TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (name, holder)
+) WITHOUT ROWID;
+-- Heartbeats extend the slots a run holds, whatever their name.
+CREATE INDEX slots_holder ON slots (holder);
+
+-- Leader locks.
+CREATE TABLE locks (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Key/value entries (cache, flags); `expires` NULL means never.
+CREATE TABLE kv (
+    key     TEXT PRIMARY KEY,
+    value   BLOB NOT NULL,
+    expires REAL
+);
+
+-- Worker heartbeats; `info` is JSON.
+CREATE TABLE workers (
+    worker    TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    expires   REAL NOT NULL,
+    info      TEXT NOT NULL
+) WITHOUT ROWID;
