@@ -26,7 +26,9 @@ def crunch(n: int, scale: float = 1.0) -> float:
     return n * scale
 
 
-manager = TaskManager(os.environ.get("TASKLOOM_STORE", "sqlite:///taskloom.db"), tasks=[hello, crunch])
+manager = TaskManager(
+    os.environ.get("TASKLOOM_STORE", "sqlite:///taskloom.db"), tasks=[hello, crunch]
+)
 
 
 async def main() -> list[float]:

@@ -302,7 +302,9 @@ def worker_cmd(
     """Serve the queue(s): claim, execute and ack runs until SIGTERM (drains first)."""
     from .consumer import TaskConsumer
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")  # noqa: E501
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     manager = _manager(app_spec)
 
     async def go() -> None:
@@ -386,7 +388,9 @@ def serve_cmd(
 
 
 @db_app.command("migrate")
-def migrate_cmd(app_spec: AppOpt = None, url: Annotated[str | None, typer.Option(help="store URL")] = None) -> None:  # noqa: E501
+def migrate_cmd(
+    app_spec: AppOpt = None, url: Annotated[str | None, typer.Option(help="store URL")] = None
+) -> None:
     """Create or upgrade the store's schema."""
     from .store import open_store
 

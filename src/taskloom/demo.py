@@ -95,9 +95,7 @@ async def run_demo(url: str, runs: int, console: Console) -> int:
                     highlight=False,
                 )
         console.print(f"inspect: TASKLOOM_STORE={url} taskloom runs --app taskloom.demo:app")
-        expected = all(
-            (r.state is TaskState.failure) == (r.task == "broken") for r in done
-        )
+        expected = all((r.state is TaskState.failure) == (r.task == "broken") for r in done)
         return 0 if expected else 1
 
 
@@ -105,4 +103,6 @@ def app() -> TaskManager:
     """The demo manager for `--app taskloom.demo:app` (reads TASKLOOM_STORE, else the demo db)."""
     import os
 
-    return TaskManager(os.environ.get("TASKLOOM_STORE", "sqlite:///taskloom-demo.db"), tasks=DEMO_TASKS)
+    return TaskManager(
+        os.environ.get("TASKLOOM_STORE", "sqlite:///taskloom-demo.db"), tasks=DEMO_TASKS
+    )

@@ -50,8 +50,10 @@ class Interface:
         takes_context = False
         if params:
             first = hints.get(params[0].name, params[0].annotation)
-            if first is TaskRun or first == "TaskRun" or (
-                isinstance(first, type) and issubclass(first, TaskRun)
+            if (
+                first is TaskRun
+                or first == "TaskRun"
+                or (isinstance(first, type) and issubclass(first, TaskRun))
             ):
                 takes_context = True
                 params = params[1:]
@@ -88,9 +90,7 @@ class Interface:
         params = dict(zip(self.input_names, args, strict=False))
         for key, value in kwargs.items():
             if key in params:
-                raise InvalidParamsError(
-                    self.task_name, [{"loc": (key,), "msg": "given twice"}]
-                )
+                raise InvalidParamsError(self.task_name, [{"loc": (key,), "msg": "given twice"}])
             params[key] = value
         return params
 
@@ -99,7 +99,7 @@ class Interface:
         try:
             return self.inputs.model_validate(dict(params))
         except ValidationError as exc:
-            raise InvalidParamsError(self.task_name, list(exc.errors())) from None
+            raise InvalidParamsError(self.task_name, [dict(e) for e in exc.errors()]) from None
 
     def call_kwargs(self, model: BaseModel) -> dict[str, Any]:
         """The validated inputs as keyword arguments (typed objects kept)."""

@@ -252,7 +252,9 @@ class TaskManager:
             **extra,
         )
 
-    async def enqueue(self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any) -> TaskRun:  # noqa: E501
+    async def enqueue(
+        self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any
+    ) -> TaskRun:
         """Queue a run with params given as one mapping (no clash with option names)."""
         run = self.new_run(task, params or {}, **options)
         store = await self._ready()
@@ -426,4 +428,3 @@ class TaskManager:
         if self._sync is None:
             self._sync = SyncManager(self)
         return self._sync
-

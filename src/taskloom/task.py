@@ -141,7 +141,9 @@ class Task:
     def prepare(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BaseModel:
         """Bind and validate a call's arguments, enforcing `max_inline_io_bytes`."""
         model = self.interface.validate(self.interface.bind(args, kwargs))
-        check_size(self.name, "input", self.interface.stored_params(model), self.max_inline_io_bytes)
+        check_size(
+            self.name, "input", self.interface.stored_params(model), self.max_inline_io_bytes
+        )
         return model
 
     async def forward(self, *args: Any, **kwargs: Any) -> Any:

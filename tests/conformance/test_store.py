@@ -144,9 +144,7 @@ async def test_batch_finish_mixed(store: Store) -> None:
     await store.enqueue([queued(), queued()])
     a, b = await store.claim("w", None, 2, 10, T0)
     await store.reclaim(T0 + 100)
-    ok = await store.finish(
-        [(a, a.run.model_copy(update={"state": TaskState.success}))]
-    )
+    ok = await store.finish([(a, a.run.model_copy(update={"state": TaskState.success}))])
     assert ok == [False]
     c, d = await store.claim("w", None, 2, 10, T0 + 100)
     ok = await store.finish(
@@ -190,7 +188,9 @@ async def test_save_query_and_paging(store: Store) -> None:
     page2 = await store.query(RunQuery(limit=3, cursor=page1[-1].id))
     assert [r.id for r in page1 + page2] == [r.id for r in reversed(runs)][:6]
     assert {r.id for r in await store.query(RunQuery(task="a"))} == {runs[i].id for i in (1, 3, 5)}
-    assert {r.id for r in await store.query(RunQuery(tags=("x",)))} == {runs[i].id for i in range(3)}
+    assert {r.id for r in await store.query(RunQuery(tags=("x",)))} == {
+        runs[i].id for i in range(3)
+    }
     assert [r.id for r in await store.query(RunQuery(queue="q2"))] == [runs[6].id]
     since = await store.query(RunQuery(since=dt(T0 + 5)))
     assert {r.id for r in since} == {runs[5].id, runs[6].id}
@@ -211,9 +211,7 @@ async def test_query_by_lineage(store: Store) -> None:
 
 
 async def test_queue_length(store: Store) -> None:
-    await store.enqueue(
-        [queued(priority=TaskPriority.high), queued(), queued(), queued(queue="b")]
-    )
+    await store.enqueue([queued(priority=TaskPriority.high), queued(), queued(), queued(queue="b")])
     counts = await store.queue_length(None)
     assert counts == {TaskPriority.high: 1, TaskPriority.medium: 3, TaskPriority.low: 0}
     assert (await store.queue_length("b"))[TaskPriority.medium] == 1

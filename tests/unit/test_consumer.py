@@ -22,7 +22,9 @@ from taskloom import (
 from taskloom.testing import FakeClock, run_burst
 
 
-async def wait_state(m: TaskManager, run_id: str, *states: TaskState, timeout: float = 5) -> TaskRun:
+async def wait_state(
+    m: TaskManager, run_id: str, *states: TaskState, timeout: float = 5
+) -> TaskRun:
     """Wait (push-based) until the run reaches one of `states`."""
     store = m.store
     with store.notifier.watch(f"run:{run_id}") as changed:
@@ -64,7 +66,11 @@ async def test_retry_backoff_on_fake_clock() -> None:
         await run_burst(m)
         r = await m.get_run(run.id)
     assert r.state is TaskState.success and r.result == "ok" and calls == [0, 1, 2]
-    assert [a.state for a in r.attempts] == [TaskState.failure, TaskState.failure, TaskState.success]
+    assert [a.state for a in r.attempts] == [
+        TaskState.failure,
+        TaskState.failure,
+        TaskState.success,
+    ]
 
 
 async def test_exceptions_filter_and_exhaustion() -> None:
@@ -331,7 +337,9 @@ async def test_worker_survives_bad_runs() -> None:
         await run_burst(m, check=False)
         rb, rg, rx = await m.get_run(bad.id), await m.get_run(good.id), await m.get_run(ghost.id)
     assert rb.state is TaskState.failure and rb.failure is not None
-    assert rb.failure.type_name == "ResultEncodingError" and "cannot be encoded" in rb.failure.message
+    assert (
+        rb.failure.type_name == "ResultEncodingError" and "cannot be encoded" in rb.failure.message
+    )
     assert rg.state is TaskState.success
     assert rx.state is TaskState.failure and rx.failure is not None
     assert rx.failure.type_name == "UnknownTaskError"
@@ -365,7 +373,9 @@ async def test_queue_and_wait_with_background_consumer() -> None:
         return x
 
     async with TaskManager("memory://", tasks=[echo]) as m, TaskConsumer(m):
-        results = await asyncio.gather(*(m.queue_and_wait("echo", x=i, timeout=5) for i in range(20)))
+        results = await asyncio.gather(
+            *(m.queue_and_wait("echo", x=i, timeout=5) for i in range(20))
+        )
     assert [r.result for r in results] == list(range(20))
 
 

@@ -57,7 +57,9 @@ async def test_execute_failure_returns_failed_run() -> None:
         assert run.state is TaskState.failure
         err = run.failure
         assert isinstance(err, TaskFailedError)
-        assert err.type_name == "KeyError" and "gone" in err.message and "Traceback" in err.traceback
+        assert (
+            err.type_name == "KeyError" and "gone" in err.message and "Traceback" in err.traceback
+        )
 
 
 async def test_abort_ends_aborted() -> None:

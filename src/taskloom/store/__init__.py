@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from .base import Beat, BeatReply, Lease, Notifier, RunQuery, Store, WorkerInfo
 
-__all__ = ["Beat", "BeatReply", "Lease", "Notifier", "RunQuery", "Store", "WorkerInfo", "open_store"]
+__all__ = [
+    "Beat",
+    "BeatReply",
+    "Lease",
+    "Notifier",
+    "RunQuery",
+    "Store",
+    "WorkerInfo",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:

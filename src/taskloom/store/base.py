@@ -151,7 +151,11 @@ class QueueStore(Protocol):
         ...
 
     async def claim(
-        self, worker: str, queues: Sequence[str] | None, limit: int, lease_seconds: float,
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease_seconds: float,
         now: float,
     ) -> list[Lease]:
         """Take up to `limit` due queued runs (execute_after <= now), by priority then FIFO

@@ -70,7 +70,11 @@ class MemoryStore:
         return out
 
     async def claim(
-        self, worker: str, queues: Sequence[str] | None, limit: int, lease_seconds: float,
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease_seconds: float,
         now: float,
     ) -> list[Lease]:
         due = [
