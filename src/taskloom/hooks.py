@@ -11,6 +11,9 @@ from .run import TaskRun
 class RunHooks:
     """Async no-op hooks that the manager and consumer call; override what you need."""
 
+    async def before_queue(self, run: TaskRun) -> None:
+        """A run is about to be written to the queue; it may still be changed (trace context)."""
+
     async def on_queued(self, run: TaskRun) -> None:
         """A run was put on the queue."""
 
@@ -33,6 +36,10 @@ class HookSet(RunHooks):
     def add(self, hook: RunHooks) -> None:
         """Append a hook."""
         self.hooks.append(hook)
+
+    async def before_queue(self, run: TaskRun) -> None:
+        for h in self.hooks:
+            await h.before_queue(run)
 
     async def on_queued(self, run: TaskRun) -> None:
         for h in self.hooks:

@@ -258,6 +258,8 @@ class TaskManager:
         """Queue a run with params given as one mapping (no clash with option names)."""
         run = self.new_run(task, params or {}, **options)
         store = await self._ready()
+        if self.hooks.hooks:
+            await self.hooks.before_queue(run)
         [stored] = await store.enqueue([run])
         if stored.id == run.id:
             await self.hooks.on_queued(stored)
@@ -286,6 +288,9 @@ class TaskManager:
         """Queue many runs of one task in one store round trip."""
         runs = [self.new_run(task, p, **options) for p in params]
         store = await self._ready()
+        if self.hooks.hooks:
+            for run in runs:
+                await self.hooks.before_queue(run)
         stored = await store.enqueue(runs)
         for run in stored:
             await self.hooks.on_queued(run)
