@@ -93,6 +93,7 @@ class TaskManager:
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
         self._executors: dict[str, Executor] = dict(executors or {})
+        self._by_task: dict[Task, Executor] = {}  # the choice is fixed per (immutable) task
         self._connected = False
         self._connect_lock: asyncio.Lock | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -152,6 +153,7 @@ class TaskManager:
         for ex in self._executors.values():
             await ex.stop()
         self._executors.clear()
+        self._by_task.clear()
         if self._connected:
             await self.store.close()
             self._connected = False
@@ -184,6 +186,9 @@ class TaskManager:
 
     async def executor_for(self, task: Task) -> Executor:
         """The (started) executor for `task`."""
+        cached = self._by_task.get(task)
+        if cached is not None:
+            return cached
         name = self.executor_name(task)
         ex = self._executors.get(name)
         if ex is None:
@@ -193,11 +198,13 @@ class TaskManager:
             ex = factory()
             await ex.start()
             self._executors[name] = ex
+        self._by_task[task] = ex
         return ex
 
     def set_executor(self, name: str, executor: Executor) -> None:
         """Install or replace an executor (tests swap in fakes here)."""
         self._executors[name] = executor
+        self._by_task.clear()
 
     # -- encoding -------------------------------------------------------------------------------
     def serde_dumps(self, data: Any) -> bytes:

@@ -202,14 +202,22 @@ class TaskRun(BaseModel):
 
     def record(self) -> TaskRun:
         """A deep copy of the record without the live context (what a store keeps)."""
-        data = dict(self.__dict__)
-        for key in ("params", "result", "error"):
-            data[key] = copy.deepcopy(data[key])
-        data["tags"] = list(self.tags)
-        data["metrics"] = dict(self.metrics)
-        data["attempts"] = list(self.attempts)  # Attempt records are never mutated
-        data["trace"] = dict(self.trace)
-        return TaskRun.model_construct(self.model_fields_set, **data)
+        new = self.model_copy(
+            update={
+                "params": copy.deepcopy(self.params),
+                "result": copy.deepcopy(self.result),
+                "error": copy.deepcopy(self.error),
+                "tags": list(self.tags),
+                "metrics": dict(self.metrics),
+                "attempts": list(self.attempts),  # Attempt records are never mutated
+                "trace": dict(self.trace),
+            }
+        )
+        new.__pydantic_private__ = {
+            "_manager": None, "_cancelled": None, "_secrets": {}, "_on_progress": None,
+            "_child_index": 0,
+        }  # fmt: skip
+        return new
 
 
 _current_run: ContextVar[TaskRun | None] = ContextVar("taskloom_current_run", default=None)

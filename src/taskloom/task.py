@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class Task:
     pre: Callable[..., Any] | None = field(default=None, repr=False)
     post: Callable[[Any], Any] | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         """True if the function is a coroutine function."""
         return inspect.iscoroutinefunction(self.fn)
