@@ -59,8 +59,18 @@ class RetryPolicy:
         return self.max_attempts is None or attempts_made < self.max_attempts
 
     def retries_on(self, exc: BaseException) -> bool:
-        """True if this kind of failure is retried."""
-        return isinstance(exc, self.exceptions)
+        """True if this kind of failure is retried.
+
+        A failure that crossed a process (a `TaskFailedError` from a subprocess, a Job or a
+        child run) is matched by its original type name, since its class is not rebuilt.
+        """
+        if isinstance(exc, self.exceptions):
+            return True
+        type_name = getattr(exc, "type_name", None)
+        return type_name is not None and any(
+            cls.__name__ == type_name or cls in (Exception, BaseException)
+            for cls in self.exceptions
+        )
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     CancelledRunError,
+    ConfigError,
     NonRetryableError,
     RateLimitError,
     Retry,
@@ -92,7 +93,7 @@ def decide(task: Task, run: TaskRun, exc: BaseException, now: float) -> TaskRun:
             return _requeue(run, now, exc.after)
     elif (
         policy is not None
-        and not isinstance(exc, NonRetryableError)
+        and not isinstance(exc, NonRetryableError | ConfigError)
         and not failure.non_retryable
         and policy.retries_on(exc)
         and policy.allows(made)

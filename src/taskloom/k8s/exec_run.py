@@ -1,0 +1,110 @@
+"""What `taskloom exec-run <run id>` does inside a Kubernetes Job: run one attempt, store it.
+
+The consumer that launched the Job holds the run's lease, so the pod never finishes the run:
+it writes the attempt's outcome (the encoded result, or the error as data) to the store's
+key/value space under `outcome_key(run id, attempt)`, where the waiting executor reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from .. import serde
+from ..errors import (
+    CancelledRunError,
+    RateLimitError,
+    Retry,
+    RunNotFoundError,
+    TaskFailedError,
+)
+from ..interface import check_size
+from ..policies import K8sConfig
+
+if TYPE_CHECKING:
+    from ..manager import TaskManager
+    from ..run import TaskRun
+    from ..task import Task
+
+# The outcome outlives the Job by this much, so a consumer that adopts a finished Job after a
+# restart (same run, same attempt) still finds it.
+OUTCOME_MARGIN_SECONDS = 3600.0
+
+
+def outcome_key(run_id: str, attempt: int) -> str:
+    """The store kv key holding the outcome of one attempt run in a Job."""
+    return f"k8s-outcome:{run_id}:{attempt}"
+
+
+def signal_of(exc: BaseException) -> dict[str, Any]:
+    """The taskloom control-flow meaning of an error, which a `TaskFailedError` would lose."""
+    if isinstance(exc, CancelledRunError):
+        return {"signal": "abort"}
+    if isinstance(exc, RateLimitError):
+        return {"signal": "rate_limit"}
+    if isinstance(exc, Retry):
+        return {"signal": "retry", "after": exc.after}
+    return {}
+
+
+def _secrets(task: Task) -> dict[str, str]:
+    # Inside the Job each secret arrives through a secretKeyRef as its target variable.
+    return {
+        s.key: os.environ[s.target_env] if s.target_env in os.environ else s.resolve()
+        for s in task.secrets
+    }
+
+
+async def _call(manager: TaskManager, task: Task, run: TaskRun) -> Any:
+    model = task.interface.validate(run.params)
+    kwargs = task.interface.call_kwargs(model)
+    run._manager = manager
+    run._secrets = _secrets(task)
+    if task.is_async:
+        value = await task.invoke(run, kwargs)
+    else:
+        value = await asyncio.to_thread(task.invoke_sync, run, kwargs)
+    data = task.interface.encode_result(value)
+    check_size(task.name, "output", data, task.max_inline_io_bytes)
+    return data
+
+
+async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = None) -> int:
+    """Run one attempt of `run_id` here and store its outcome; return the exit code (0/1).
+
+    `attempt` defaults to `TASKLOOM_ATTEMPT` (set on the Job), else the run's retry attempt.
+    The manager is connected if needed and left open for the caller to close.
+    """
+    await manager.connect()
+    try:
+        run = await manager.get_run(run_id)
+    except RunNotFoundError:
+        print(
+            f"taskloom exec-run: run {run_id} not found in store {manager.store.url}; "
+            "the Job must use the worker's store (TASKLOOM_STORE)",
+            file=sys.stderr,
+        )
+        return 1
+    env_attempt = os.environ.get("TASKLOOM_ATTEMPT")
+    if attempt is None:
+        attempt = int(env_attempt) if env_attempt else run.retry_attempt
+    config = K8sConfig()
+    try:
+        task = manager.get_task(run.task)
+        config = task.k8s_config or config
+        outcome: dict[str, Any] = {"ok": True, "result": await _call(manager, task, run)}
+        code = 0
+    except Exception as exc:
+        # The traceback also goes to the pod log, the only trace left if the store write fails.
+        traceback.print_exc()
+        failure = TaskFailedError.from_exception(exc, run.id)
+        outcome = {"ok": False, "error": failure.to_dict(), **signal_of(exc)}
+        code = 1
+    ttl = config.job_ttl + OUTCOME_MARGIN_SECONDS
+    await manager.store.kv_set(
+        outcome_key(run.id, attempt), serde.dumps(outcome), ttl, manager.clock()
+    )
+    return code
