@@ -34,6 +34,7 @@ from .policies import (
     Trigger,
 )
 from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_process
+from .scheduler import TaskScheduler
 from .schedules import CronTab, Every, Schedule, crontab, every
 from .task import Task, TaskEnvironment, TaskInfo, task
 
@@ -72,6 +73,7 @@ __all__ = [
     "TaskManager",
     "TaskPriority",
     "TaskRun",
+    "TaskScheduler",
     "TaskState",
     "TaskTimeoutError",
     "TaskloomError",

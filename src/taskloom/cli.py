@@ -296,6 +296,8 @@ def worker_cmd(
     grace: Annotated[float, typer.Option(help="drain grace seconds on SIGTERM")] = 30.0,
     burst: Annotated[bool, typer.Option(help="exit when nothing is due")] = False,
     with_scheduler: Annotated[bool, typer.Option(help="also run the scheduler")] = False,
+    lock_ttl: Annotated[float, typer.Option(help="scheduler leader lock seconds")] = 30.0,
+    catch_up: Annotated[str, typer.Option(help="missed ticks: one or skip")] = "one",
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
 ) -> None:
@@ -321,7 +323,7 @@ def worker_cmd(
             if with_scheduler:
                 from .scheduler import TaskScheduler
 
-                scheduler = TaskScheduler(manager)
+                scheduler = TaskScheduler(manager, lock_ttl=lock_ttl, catch_up=catch_up)  # type: ignore[arg-type]
                 sched_task = asyncio.create_task(scheduler.run())
             try:
                 await consumer.run(burst=burst, handle_signals=True)
@@ -336,6 +338,8 @@ def worker_cmd(
 @app.command("scheduler")
 def scheduler_cmd(
     app_spec: AppOpt = None,
+    lock_ttl: Annotated[float, typer.Option(help="leader lock seconds")] = 30.0,
+    catch_up: Annotated[str, typer.Option(help="missed ticks: one or skip")] = "one",
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
 ) -> None:
     """Run the scheduler: queue scheduled tasks when due (safe to run several)."""
@@ -348,7 +352,7 @@ def scheduler_cmd(
 
     async def go() -> None:
         async with manager:
-            scheduler = TaskScheduler(manager)
+            scheduler = TaskScheduler(manager, lock_ttl=lock_ttl, catch_up=catch_up)  # type: ignore[arg-type]
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: asyncio.ensure_future(scheduler.stop()))

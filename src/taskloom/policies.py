@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -258,9 +258,15 @@ class K8sConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Trigger:
-    """A Flyte-style trigger: fire the task on `schedule` with fixed `inputs`."""
+    """A Flyte-style trigger: fire the task on `schedule` (a Schedule, cron string, timedelta or
+    seconds) with fixed `inputs`. A bad schedule raises ScheduleError here."""
 
     name: str
-    schedule: object
+    schedule: Any
     inputs: Mapping[str, object] = field(default_factory=dict)
     auto_activate: bool = True
+
+    def __post_init__(self) -> None:
+        from .schedules import as_schedule
+
+        object.__setattr__(self, "schedule", as_schedule(self.schedule))

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .interface import Interface, check_size
 from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
-from .schedules import RandomizeType, Schedule
+from .schedules import RandomizeType, Schedule, as_schedule
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
 
@@ -139,6 +139,12 @@ class Task:
             return await call_child(parent, self, args, kwargs)
         return await self.forward(*args, **kwargs)
 
+    def run_on_ray(self, *args: Any, **kwargs: Any) -> Any:
+        """Run once on Ray and return the typed result (see `executors.ray.run_on_ray`)."""
+        from .executors.ray import run_on_ray
+
+        return run_on_ray(self, *args, **kwargs)
+
     def prepare(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BaseModel:
         """Bind and validate a call's arguments, enforcing `max_inline_io_bytes`."""
         model = self.interface.validate(self.interface.bind(args, kwargs))
@@ -243,6 +249,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Secret | str):
                 value = (value,)
             value = tuple(Secret(s) if isinstance(s, str) else s for s in value or ())
+        elif key == "schedule" and value is not None:
+            value = as_schedule(value)
         elif key == "triggers":
             value = tuple(value or ())
         elif key == "env":

@@ -36,6 +36,17 @@ async def test_enqueue_same_id_is_idempotent(store: Store) -> None:
     assert again.params == {}
 
 
+async def test_enqueue_existing_id_returns_it_even_when_finished(store: Store) -> None:
+    run = queued()
+    await store.enqueue([run])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    done = lease.run.model_copy(update={"state": TaskState.success, "result": 1})
+    assert await store.finish([(lease, done)]) == [True]
+    [again] = await store.enqueue([queued(id=run.id)])
+    assert again.state is TaskState.success and again.result == 1
+    assert await store.claim("w", None, 1, 30, T0) == []
+
+
 async def test_dedup_key_returns_active_run(store: Store) -> None:
     a = queued(dedup_key="k")
     b = queued(dedup_key="k")

@@ -23,7 +23,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("TASKLOOM_STORE", f"sqlite:///{tmp_path}/cli.db")
     monkeypatch.setenv("TASKLOOM_APP", APP)
     monkeypatch.chdir(ROOT)
-    return CliRunner()
+    return CliRunner(env={"COLUMNS": "200"})
 
 
 def test_parse_params() -> None:
