@@ -37,6 +37,11 @@ class HookSet(RunHooks):
         """Append a hook."""
         self.hooks.append(hook)
 
+    def remove(self, hook: RunHooks) -> None:
+        """Drop a hook added before (no error if it is gone already)."""
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+
     async def before_queue(self, run: TaskRun) -> None:
         for h in self.hooks:
             await h.before_queue(run)

@@ -1,0 +1,171 @@
+"""`taskloom pipeline status|run|graph`: the pipeline sub-app (typer + rich).
+
+`--app module:attr` (or TASKLOOM_APP) names a `Pipeline`, or a `TaskManager` on which
+pipelines were built (every pipeline registers its tasks there), or a callable returning
+either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..appload import load_object
+from ..errors import ConfigError, TaskloomError
+from ..manager import TaskManager
+from .pipeline import PIPELINE_ATTR, Pipeline, PipelineStats, TaskStatus
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="pipeline",
+    help="Data pipelines: status, run, graph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+AppOpt = Annotated[
+    str | None,
+    typer.Option("--app", "-a", help="module:pipeline (or module:manager; or set TASKLOOM_APP)"),
+]
+
+
+def pipelines_of(obj: Any) -> list[Pipeline]:
+    """The pipelines an `--app` object stands for (a Pipeline, a manager, or a factory)."""
+    if callable(obj) and not isinstance(obj, Pipeline | TaskManager):
+        obj = obj()
+    if isinstance(obj, Pipeline):
+        return [obj]
+    if isinstance(obj, TaskManager):
+        found: dict[int, Pipeline] = {}
+        for t in obj.tasks.values():
+            p = getattr(t.fn, "__dict__", {}).get(PIPELINE_ATTR)
+            if isinstance(p, Pipeline):
+                found.setdefault(id(p), p)
+        if not found:
+            raise ConfigError("the manager has no pipeline tasks: build a Pipeline on it")
+        return list(found.values())
+    raise ConfigError(f"--app names a {type(obj).__name__}, not a Pipeline or TaskManager")
+
+
+def load_pipelines(spec: str | None) -> list[Pipeline]:
+    """Resolve `--app` (or TASKLOOM_APP) to pipelines."""
+    spec = spec or os.environ.get("TASKLOOM_APP")
+    if not spec:
+        raise ConfigError("no app: pass --app module:pipeline or set TASKLOOM_APP")
+    return pipelines_of(load_object(spec))
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await make()
+
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except TaskloomError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+def _pipelines(spec: str | None) -> list[Pipeline]:
+    try:
+        return load_pipelines(spec)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _status_table(rows: list[TaskStatus], title: str = "pipeline") -> Table:
+    table = Table(title=title)
+    for col in ("task", "kind", "ready", "running", "done", "failed"):
+        table.add_column(col, justify="right" if col not in ("task", "kind") else "left")
+    for r in rows:
+        failed = f"[red]{r.failed}[/red]" if r.failed else "0"
+        table.add_row(r.task, r.kind, str(r.ready), str(r.running), str(r.done), failed)
+    return table
+
+
+async def _close(pipelines: list[Pipeline]) -> None:
+    for manager in {id(p.manager): p.manager for p in pipelines}.values():
+        await manager.close()
+
+
+@app.command("status")
+def status_cmd(
+    app_spec: AppOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Jobs per task: ready, running, done and failed."""
+    pipelines = _pipelines(app_spec)
+
+    async def go() -> list[list[TaskStatus]]:
+        try:
+            return [await p.status() for p in pipelines]
+        finally:
+            await _close(pipelines)
+
+    results = _run(go)
+    if as_json:
+        console.print_json(json.dumps([asdict(r) for rows in results for r in rows]))
+        return
+    for p, rows in zip(pipelines, results, strict=True):
+        console.print(_status_table(rows, f"pipeline (queue {p.queue})"))
+
+
+@app.command("run")
+def run_cmd(
+    app_spec: AppOpt = None,
+    max_passes: Annotated[
+        int | None, typer.Option("--max-passes", help="stop after this many passes")
+    ] = None,
+) -> None:
+    """Run the maintenance loop until nothing is ready or live; exit 1 if a job failed."""
+    pipelines = _pipelines(app_spec)
+
+    async def go() -> list[tuple[PipelineStats, list[TaskStatus]]]:
+        out = []
+        try:
+            for p in pipelines:
+                stats = await p.run(max_passes=max_passes)
+                out.append((stats, await p.status()))
+        finally:
+            await _close(pipelines)
+        return out
+
+    failed = 0
+    for stats, rows in _run(go):
+        console.print(_status_table(rows))
+        console.print(
+            f"{stats.launched} launched, {stats.succeeded} succeeded, "
+            f"{stats.failed} failed in {stats.passes} passes",
+            highlight=False,
+        )
+        failed += stats.failed
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("graph")
+def graph_cmd(
+    app_spec: AppOpt = None,
+    dot: Annotated[bool, typer.Option("--dot", help="Graphviz DOT instead of text")] = False,
+) -> None:
+    """The task/repository graph."""
+    for p in _pipelines(app_spec):
+        typer.echo(p.graph(dot=dot), nl=False)

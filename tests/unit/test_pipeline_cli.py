@@ -1,0 +1,107 @@
+"""`taskloom pipeline status|run|graph` through typer's CliRunner, on an app module."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskloom.pipeline.cli import app
+
+runner = CliRunner()
+
+APP = """
+from taskloom import TaskManager
+from taskloom.pipeline import FileRepository, InProcessTask, Pipeline
+
+manager = TaskManager("memory://")
+src = FileRepository({src!r})
+
+
+@InProcessTask("copy", done=FileRepository({done!r}))
+async def copy(job, src, out):
+    if job == "{fail}":
+        raise RuntimeError("cannot copy " + job)
+    await out.write(job, await src.read(job))
+
+
+copy.link("src", src, is_input=True)
+copy.link("out", FileRepository({out!r}), is_output=True)
+pipeline = Pipeline([copy], manager=manager)
+
+
+def make():
+    return pipeline
+"""
+
+
+@pytest.fixture
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An importable app module with three inputs; returns its module name."""
+    return _write_app(tmp_path, monkeypatch, fail="none")
+
+
+def _write_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str) -> str:
+    (tmp_path / "src").mkdir()
+    for key in ("a", "b", "c"):
+        (tmp_path / "src" / key).write_text(key * 3)
+    name = f"plapp_{uuid.uuid4().hex[:8]}"
+    source = APP.format(
+        src=str(tmp_path / "src"), done=str(tmp_path / "done"), out=str(tmp_path / "out"),
+        fail=fail,
+    )  # fmt: skip
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TASKLOOM_APP", raising=False)
+    return name
+
+
+def test_status_run_status(app_module: str, tmp_path: Path) -> None:
+    before = runner.invoke(app, ["status", "--app", f"{app_module}:pipeline", "--json"])
+    assert before.exit_code == 0, before.output
+    assert json.loads(before.output) == [
+        {"task": "copy", "kind": "in-process", "ready": 3, "running": 0, "done": 0, "failed": 0}
+    ]
+    ran = runner.invoke(app, ["run", "--app", f"{app_module}:pipeline"])
+    assert ran.exit_code == 0, ran.output
+    assert "3 launched, 3 succeeded, 0 failed" in ran.output
+    assert (tmp_path / "out" / "b").read_text() == "bbb"
+    table = runner.invoke(app, ["status", "--app", f"{app_module}:manager"])
+    assert table.exit_code == 0, table.output
+    assert "copy" in table.output and "in-process" in table.output
+    again = runner.invoke(app, ["run", "--app", f"{app_module}:make"])
+    assert again.exit_code == 0 and "0 launched" in again.output
+
+
+def test_run_exits_1_when_a_job_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _write_app(tmp_path, monkeypatch, fail="b")
+    monkeypatch.setenv("TASKLOOM_APP", f"{module}:pipeline")
+    ran = runner.invoke(app, ["run"])
+    assert ran.exit_code == 1
+    assert "3 launched, 2 succeeded, 1 failed" in ran.output
+    status = runner.invoke(app, ["status", "--json"])
+    [row] = json.loads(status.output)
+    assert (row["done"], row["failed"]) == (2, 1)
+
+
+def test_graph_text_and_dot(app_module: str) -> None:
+    text = runner.invoke(app, ["graph", "--app", f"{app_module}:pipeline"])
+    assert text.exit_code == 0
+    assert text.output.splitlines()[0] == "task copy (in-process)"
+    assert "<- src" in text.output and "-> out" in text.output
+    dot = runner.invoke(app, ["graph", "--app", f"{app_module}:pipeline", "--dot"])
+    assert dot.exit_code == 0
+    assert dot.output.startswith("digraph pipeline {") and dot.output.rstrip().endswith("}")
+    assert '"task:copy" -> "repo' in dot.output
+
+
+def test_bad_apps_exit_2(app_module: str) -> None:
+    for spec in ("nocolon", f"{app_module}:nothing", f"{app_module}:src", "no_such_mod:x"):
+        result = runner.invoke(app, ["status", "--app", spec])
+        assert result.exit_code == 2, (spec, result.output)
+    result = runner.invoke(app, ["graph"])
+    assert result.exit_code == 2 and "TASKLOOM_APP" in result.output
