@@ -158,17 +158,24 @@ class Task:
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
         call_kwargs = self.interface.call_kwargs(model)
-        if self.is_async:
-            value = await self.invoke(run, call_kwargs)
-        else:
-            value = await asyncio.to_thread(self.invoke_sync, run, call_kwargs)
+        from .executors.base import bound_secrets
+
+        with bound_secrets(self, run):
+            if self.is_async:
+                value = await self.invoke(run, call_kwargs)
+            else:
+                value = await asyncio.to_thread(self.invoke_sync, run, call_kwargs)
         return self._roundtrip(value)
 
     def forward_sync(self, *args: Any, **kwargs: Any) -> Any:
         """Synchronous twin of `forward` for sync functions."""
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
-        return self._roundtrip(self.invoke_sync(run, self.interface.call_kwargs(model)))
+        from .executors.base import bound_secrets
+
+        with bound_secrets(self, run):
+            value = self.invoke_sync(run, self.interface.call_kwargs(model))
+        return self._roundtrip(value)
 
     def _roundtrip(self, value: Any) -> Any:
         data = self.interface.encode_result(value)

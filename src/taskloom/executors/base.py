@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import TaskTimeoutError
+from ..policies import resolve_secrets
 
 if TYPE_CHECKING:
     from ..run import TaskRun
@@ -48,3 +50,17 @@ async def with_timeout(aw: Awaitable[T], timeout: float | None, task: str) -> T:
         return await asyncio.wait_for(aw, timeout)
     except TimeoutError:
         raise TaskTimeoutError(f"task {task!r} timed out after {timeout:g}s") from None
+
+
+@contextmanager
+def bound_secrets(task: Task, run: TaskRun) -> Iterator[None]:
+    """Resolve the task's secrets into `run.secrets` for the call, and drop them after.
+
+    Resolved as late as possible, in the process that runs the function, and kept only in a
+    private attribute of the live run: records, params and logs never carry them.
+    """
+    run._secrets = resolve_secrets(task.secrets) if task.secrets else {}
+    try:
+        yield
+    finally:
+        run._secrets = {}

@@ -6,7 +6,12 @@ from typing import Any
 
 from ..run import TaskRun
 from ..task import Task
-from .base import with_timeout
+from .base import bound_secrets, with_timeout
+
+
+async def _call(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Any:
+    with bound_secrets(task, run):
+        return await task.invoke(run, kwargs)
 
 
 class InlineExecutor:
@@ -24,4 +29,5 @@ class InlineExecutor:
         self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
         """Await the task's function here."""
-        return await with_timeout(task.invoke(run, kwargs), timeout, task.name)
+        call = _call(task, run, kwargs) if task.secrets else task.invoke(run, kwargs)
+        return await with_timeout(call, timeout, task.name)

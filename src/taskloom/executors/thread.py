@@ -15,7 +15,7 @@ from typing import Any
 
 from ..run import TaskRun
 from ..task import Task
-from .base import with_timeout
+from .base import bound_secrets, with_timeout
 
 
 class ThreadExecutor:
@@ -45,7 +45,8 @@ class ThreadExecutor:
         with self._lock:
             self._running += 1
         try:
-            return task.invoke_sync(run, kwargs)
+            with bound_secrets(task, run):
+                return task.invoke_sync(run, kwargs)
         finally:
             with self._lock:
                 self._running -= 1
