@@ -11,12 +11,12 @@
     ├── StoreUnavailableError
     ├── RunNotFoundError (also KeyError)
     ├── LeaseLostError
-    ├── ReplayMismatchError
     ├── DagCycleError
     ├── RateLimitError          raised by a task to ask for a rate-limit retry
     ├── Retry                   raised by a task: retry after N seconds (counted)
     ├── NonRetryableError       raised by a task: fail now, whatever the policy
-    │   └── ResultEncodingError (also TypeError)
+    │   ├── ResultEncodingError (also TypeError)
+    │   └── ReplayMismatchError
     ├── CancelledRunError       the run was aborted (by ctx.abort or manager.cancel)
     ├── TaskTimeoutError (also TimeoutError)
     └── TaskFailedError         a run failed; rebuilt from stored fields, never unpickled
@@ -100,10 +100,6 @@ class LeaseLostError(TaskloomError):
     """A worker tried to finish a run whose lease it no longer holds."""
 
 
-class ReplayMismatchError(TaskloomError):
-    """A retried parent called a different child at the same position."""
-
-
 class DagCycleError(TaskloomError):
     """A DAG's dependencies contain a cycle or name a missing node."""
 
@@ -122,6 +118,10 @@ class Retry(TaskloomError):
 
 class NonRetryableError(TaskloomError):
     """Raise inside a task to fail the run now, whatever its retry policy says."""
+
+
+class ReplayMismatchError(NonRetryableError):
+    """A retried parent called a different child at the same position (never retried)."""
 
 
 class ResultEncodingError(NonRetryableError, TypeError):

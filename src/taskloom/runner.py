@@ -15,6 +15,7 @@ from .errors import (
     CancelledRunError,
     ConfigError,
     NonRetryableError,
+    PayloadTooLargeError,
     RateLimitError,
     Retry,
     TaskFailedError,
@@ -93,7 +94,8 @@ def decide(task: Task, run: TaskRun, exc: BaseException, now: float) -> TaskRun:
             return _requeue(run, now, exc.after)
     elif (
         policy is not None
-        and not isinstance(exc, NonRetryableError | ConfigError)
+        # deterministic failures: the same inputs would fail the same way again
+        and not isinstance(exc, NonRetryableError | ConfigError | PayloadTooLargeError)
         and not failure.non_retryable
         and policy.retries_on(exc)
         and policy.allows(made)

@@ -118,7 +118,7 @@ class Task:
         if parent is not None and parent._manager is not None:
             from .workflow import call_child_sync
 
-            if self.is_async:
+            if self.is_async and _loop_running():
                 return self.aio(*args, **kwargs)
             return call_child_sync(parent, self, args, kwargs)
         if self.is_async:
@@ -210,6 +210,14 @@ class Task:
         finally:
             reset_current_run(token)
         return self.post(value) if self.post is not None else value
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _await(value: Awaitable[Any]) -> Any:

@@ -1,31 +1,72 @@
-"""Child runs: a task called inside a running task becomes a durable child run."""
+"""Child runs: a task called inside a running task becomes a durable child run.
+
+A child's id is deterministic: the parent's time prefix, a hash of (parent id, call position)
+and a hash of the child's inputs, so a retried parent that makes the same calls in the same
+order finds its earlier children by id and reuses those that finished (replay), while one that
+calls something else at a position fails loudly with `ReplayMismatchError`.
+
+Children run inline by default: recorded, executed here through `runner.attempt` on the
+manager's executors, and saved (two store writes, no queue round trip). A child whose task
+names another queue than its parent's, or any child under `TaskManager(children_on_queue=True)`,
+is queued for the workers instead and awaited with `manager.wait`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import TaskFailedError
+from .errors import CancelledRunError, ReplayMismatchError, TaskFailedError
+from .interface import input_hash
 from .run import TaskRun, TaskState
+from .runner import attempt, decide
+from .store.base import RunQuery, dt
 
 if TYPE_CHECKING:
+    from .manager import TaskManager
     from .task import Task
+
+# An id is 12 hex of the parent's time prefix + 12 hex of the call position + 8 hex of the
+# inputs: the first 24 name the position, so one query finds whatever a position held before.
+_POSITION_HEX = 24
+_HEX_STAMP = re.compile(r"[0-9a-f]{12}")
+_ATTEMPT_SHIFT = 32
+
+
+def child_run_id(parent_id: str, position: int, digest: str) -> str:
+    """The id of the child at `position` of `parent_id` called with inputs hashing to `digest`.
+
+    Children keep their parent's time prefix, so newest-first listings show a family together.
+    """
+    stamp = parent_id[:12]
+    if not _HEX_STAMP.fullmatch(stamp):
+        stamp = hashlib.blake2b(parent_id.encode(), digest_size=6).hexdigest()
+    slot = hashlib.blake2b(f"{parent_id}:{position}".encode(), digest_size=6).hexdigest()
+    return f"{stamp}{slot}{digest[:8]}"
+
+
+def next_position(parent: TaskRun) -> int:
+    """Take the parent's next call position (0, 1, 2, ... within one attempt).
+
+    Called before any await, so children started by one `asyncio.gather` get the positions of
+    their order in the gather on every attempt. The counter lives on the run object, which
+    `manager.execute_run` reuses from one attempt to the next: its high bits hold the attempt
+    it counts for, so it restarts at 0 with every attempt.
+    """
+    base = len(parent.attempts) << _ATTEMPT_SHIFT
+    index = max(parent._child_index, base)
+    parent._child_index = index + 1
+    return index - base
 
 
 async def call_child(
     parent: TaskRun, task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> Any:
     """Run `task` as a child of `parent` and return its typed result (or raise its failure)."""
-    manager = parent.manager
-    model = task.prepare(args, kwargs)
-    run = manager.new_run(task.name if task.name in manager.tasks else task, {}, parent=parent)
-    run.params = task.interface.stored_params(model)
-    done = await manager.execute_run(run)
-    if done.state is not TaskState.success:
-        failure = done.failure or TaskFailedError(f"child run ended {done.state}", run_id=done.id)
-        raise failure
-    return task.interface.decode_result(done.result)
+    return await _call(parent, task, next_position(parent), args, kwargs)
 
 
 def call_child_sync(
@@ -43,4 +84,127 @@ def call_child_sync(
         raise RuntimeError(
             f"sync task {task.name!r} called from async code: use `await {task.name}.aio(...)`"
         )
-    return asyncio.run_coroutine_threadsafe(call_child(parent, task, args, kwargs), loop).result()
+    position = next_position(parent)  # here, in call order, not when the loop gets to it
+    future = asyncio.run_coroutine_threadsafe(_call(parent, task, position, args, kwargs), loop)
+    return future.result()
+
+
+def goes_on_queue(manager: TaskManager, parent: TaskRun, task: Task) -> bool:
+    """True if the child is queued for workers rather than executed inline."""
+    return manager.children_on_queue or task.queue != parent.queue
+
+
+async def _call(
+    parent: TaskRun, task: Task, position: int, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Any:
+    manager = parent.manager
+    model = task.prepare(args, kwargs)  # InvalidParamsError, PayloadTooLargeError: nothing ran
+    params = task.interface.stored_params(model)
+    digest = input_hash(params)
+    on_queue = goes_on_queue(manager, parent, task)
+    if on_queue:
+        manager.get_task(task.name)  # workers resolve the task by name: it must be registered
+    run = _new_child(manager, parent, task, child_run_id(parent.id, position, digest), params)
+    if on_queue:
+        run.state, run.start, run.worker = TaskState.queued, None, None
+    prior = await _prior(manager, parent, task, run, position, digest) if parent.attempts else None
+    if prior is None:
+        [stored] = await manager.store.enqueue([run])
+        if stored is not run:  # the id exists: an earlier attempt of the parent made it
+            _check_replay(parent, position, stored, task, digest)
+            prior = stored
+        elif on_queue:
+            await manager.hooks.on_queued(run)
+    if prior is not None:
+        if prior.state is TaskState.success:
+            return task.interface.decode_result(prior.result)
+        run = await _resume(manager, prior, on_queue, parent.worker)
+    done = await manager.wait(run.id) if on_queue else await run_inline(manager, task, run)
+    if done.state is TaskState.success:
+        return task.interface.decode_result(done.result)
+    raise done.failure or TaskFailedError(
+        f"child run {done.id} ({done.task}) ended {done.state}", run_id=done.id
+    )
+
+
+def _new_child(
+    manager: TaskManager, parent: TaskRun, task: Task, run_id: str, params: dict[str, Any]
+) -> TaskRun:
+    now = dt(manager.clock())
+    return TaskRun(
+        id=run_id, task=task.name, priority=task.priority, params=params,
+        state=TaskState.running, queued=now, start=now, queue=task.queue, tags=list(task.tags),
+        parent_id=parent.id, root_run_id=parent.root_run_id, worker=parent.worker,
+    )  # fmt: skip
+
+
+async def _prior(
+    manager: TaskManager, parent: TaskRun, task: Task, run: TaskRun, position: int, digest: str
+) -> TaskRun | None:
+    """What this position held in an earlier attempt of the parent, if anything.
+
+    The same call finds its child by id; only a miss asks which id the position held, if any
+    (the highest child id below `prefix + "g"` starts with `prefix` when one does: hex digits
+    sort below "g").
+    """
+    found = await manager.store.get(run.id)
+    if found is None:
+        prefix = run.id[:_POSITION_HEX]
+        query = RunQuery(parent_id=parent.id, cursor=prefix + "g", limit=1)
+        page = await manager.store.query(query)
+        found = page[0] if page and page[0].id.startswith(prefix) else None
+    if found is not None:
+        _check_replay(parent, position, found, task, digest)
+    return found
+
+
+def _check_replay(parent: TaskRun, position: int, prior: TaskRun, task: Task, digest: str) -> None:
+    if prior.task != task.name or input_hash(prior.params) != digest:
+        raise ReplayMismatchError(
+            f"run {parent.id} ({parent.task}) replayed call #{position} as {task.name} with "
+            f"inputs {digest[:8]}, but an earlier attempt called {prior.task} with inputs "
+            f"{input_hash(prior.params)[:8]} there (child run {prior.id}); the task must make "
+            "the same calls in the same order on every attempt"
+        )
+
+
+async def _resume(
+    manager: TaskManager, prior: TaskRun, on_queue: bool, worker: str | None
+) -> TaskRun:
+    """An unfinished or failed child of an earlier attempt, ready to run (again) or be awaited."""
+    if on_queue and not prior.is_done:
+        return prior  # still queued or running on a worker: wait for it
+    prior.state = TaskState.queued if on_queue else TaskState.running
+    prior.worker = None if on_queue else worker
+    prior.retry_attempt, prior.rate_limit_attempt = 0, 0
+    prior.error, prior.result, prior.end, prior.execute_after = None, None, None, None
+    prior.cache_hit = False
+    await manager.store.save(prior)
+    return prior
+
+
+async def run_inline(manager: TaskManager, task: Task, run: TaskRun) -> TaskRun:
+    """Execute a recorded run of `task` here until it is done and save its final record.
+
+    Attempts go through `runner.attempt` (executors, cache, retry policy); waits between
+    retries happen here. Between attempts the record stays `running`, so no worker claims it.
+    Cancelling the caller records the run `aborted` (with the cancel message) and re-raises.
+    """
+    store = manager.store
+    while True:
+        run._manager = manager
+        try:
+            run = await attempt(manager, task, run)
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
+            run = decide(task, run, CancelledRunError(reason), manager.clock())
+            await store.save(run)
+            raise
+        if run.state is not TaskState.queued:
+            await store.save(run)
+            return run
+        wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
+        run.state, run.execute_after = TaskState.running, None
+        await store.save(run)
+        if wait > 0:
+            await asyncio.sleep(wait)
