@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskloom.errors import ConfigError
 from taskloom.store import Store, open_store
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -64,7 +65,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> A
     url = store_url(request.param, tmp_path)
     try:
         s = open_store(url)
-    except ImportError as exc:  # extra not installed
+    except (ImportError, ConfigError) as exc:  # extra not installed
         unavailable(f"{request.param} extra missing: {exc}")
         raise
     await s.connect()

@@ -212,6 +212,16 @@ async def test_save_query_and_paging(store: Store) -> None:
     assert len(await store.query(RunQuery())) == 4
 
 
+async def test_purge_frees_dedup_keys(store: Store) -> None:
+    await store.enqueue([queued(dedup_key="p")])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    done = lease.run.model_copy(update={"state": TaskState.success, "end": dt(T0)})
+    await store.finish([(lease, done)])
+    assert await store.purge(T0 + 1) == 1
+    [again] = await store.enqueue([queued(dedup_key="p")])
+    assert again.id != lease.run.id and await store.get(again.id) is not None
+
+
 async def test_query_by_lineage(store: Store) -> None:
     root = TaskRun(task="p", state=TaskState.running)
     kids = [TaskRun(task="c", parent_id=root.id, root_run_id=root.id) for _ in range(3)]

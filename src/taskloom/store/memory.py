@@ -56,7 +56,7 @@ class MemoryStore:
             existing = self._runs.get(run.id)
             if existing is None and run.dedup_key:
                 other = self._dedup.get(run.dedup_key)
-                if other and self._runs[other].state in ACTIVE_STATES:
+                if other in self._runs and self._runs[other].state in ACTIVE_STATES:
                     existing = self._runs[other]
             if existing is not None:
                 out.append(existing.record())
@@ -214,7 +214,9 @@ class MemoryStore:
             if r.is_done and r.end is not None and r.end.timestamp() < before
         ]  # fmt: skip
         for rid in gone:
-            del self._runs[rid]
+            run = self._runs.pop(rid)
+            if run.dedup_key and self._dedup.get(run.dedup_key) == rid:
+                del self._dedup[run.dedup_key]
         return len(gone)
 
     # -- coordination -----------------------------------------------------------------------
