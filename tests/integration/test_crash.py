@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,17 +12,14 @@ import pytest
 
 from taskloom import TaskManager, TaskState
 from tests.apps.crash_app import work
+from tests.apps.workers import spawn_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 300
 
 
 def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "taskloom", "worker", "--app", "tests.apps.crash_app:make",
-         "--concurrency", "8", "--grace", "5", "--log-level", "WARNING"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return spawn_worker("tests.apps.crash_app:make", env, concurrency=8)
 
 
 async def test_kill_9_mid_run(tmp_path: Path) -> None:

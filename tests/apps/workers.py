@@ -1,0 +1,19 @@
+"""Start real `taskloom worker` processes for integration tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_worker(app: str, env: dict[str, str], concurrency: int = 8) -> subprocess.Popen[bytes]:
+    """A worker process serving `app` (module:callable) with the given environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "worker", "--app", app,
+         "--concurrency", str(concurrency), "--grace", "5", "--log-level", "WARNING"],
+        env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
