@@ -80,6 +80,7 @@ class TaskConsumer:
         self._running, self._stopping, self._done = True, asyncio.Event(), asyncio.Event()
         if handle_signals:
             self._install_signals()
+        await self._announce()
         side = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._flush_acks())]
         try:
             with store.notifier.watch("queue") as queued, store.notifier.watch("cancel") as cxl:
@@ -174,12 +175,17 @@ class TaskConsumer:
             self._beat_now.clear()
             try:
                 await self._beat_once()
-                now = self.manager.clock()
-                await store.reclaim(now)
-                info = {"pid": os.getpid(), "active": len(self._active), "queues": self.queues}
-                await store.worker_beat(self.worker_id, info, self.lease_seconds, now)
+                await store.reclaim(self.manager.clock())
+                await self._announce()
             except Exception:
                 log.exception("heartbeat failed; will retry")
+
+    async def _announce(self) -> None:
+        """Tell the store this worker is alive (dashboards, /health, liveness probes)."""
+        info = {"pid": os.getpid(), "active": len(self._active), "queues": self.queues}
+        await self.manager.store.worker_beat(
+            self.worker_id, info, self.lease_seconds, self.manager.clock()
+        )
 
     async def _next_beat(self) -> None:
         beat = asyncio.create_task(self._beat_now.wait())

@@ -138,7 +138,12 @@ def check_size(task: str, what: str, data: Any, limit: int | None) -> int:
     """Raise PayloadTooLargeError if `data`'s JSON form is over `limit` bytes; return its size."""
     if not limit:
         return 0
-    size = len(serde.dumps(data))
+    try:
+        size = len(serde.dumps(data))
+    except TypeError as exc:
+        raise InvalidParamsError(
+            task, [{"loc": (), "msg": f"{what} has no JSON form: {exc}"}]
+        ) from exc
     if size > limit:
         raise PayloadTooLargeError(task, what, size, limit)
     return size

@@ -158,6 +158,11 @@ class TaskManager:
             await self.store.close()
             self._connected = False
 
+    @property
+    def connected(self) -> bool:
+        """True between `connect()` and `close()`."""
+        return self._connected
+
     async def __aenter__(self) -> TaskManager:
         return await self.connect()
 

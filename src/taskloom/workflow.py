@@ -109,6 +109,8 @@ async def _call(
         run.state, run.start, run.worker = TaskState.queued, None, None
     prior = await _prior(manager, parent, task, run, position, digest) if parent.attempts else None
     if prior is None:
+        if on_queue and manager.hooks.hooks:
+            await manager.hooks.before_queue(run)
         [stored] = await manager.store.enqueue([run])
         if stored is not run:  # the id exists: an earlier attempt of the parent made it
             _check_replay(parent, position, stored, task, digest)

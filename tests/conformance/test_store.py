@@ -31,9 +31,18 @@ async def test_enqueue_and_get_roundtrip(store: Store) -> None:
 
 async def test_enqueue_same_id_is_idempotent(store: Store) -> None:
     run = queued()
-    await store.enqueue([run])
+    [inserted] = await store.enqueue([run])
+    assert inserted is run  # an insert hands back the object itself
     [again] = await store.enqueue([run.model_copy(update={"params": {"changed": True}})])
-    assert again.params == {}
+    assert again.params == {} and again is not run
+
+
+async def test_enqueue_keeps_the_given_state(store: Store) -> None:
+    child = TaskRun(task="c", state=TaskState.running, start=dt(T0))
+    await store.enqueue([child])
+    got = await store.get(child.id)
+    assert got is not None and got.state is TaskState.running
+    assert await store.claim("w", None, 5, 30, T0) == []
 
 
 async def test_enqueue_existing_id_returns_it_even_when_finished(store: Store) -> None:

@@ -145,9 +145,11 @@ class QueueStore(Protocol):
     """Runs on the queue: enqueue, claim with a lease, heartbeat, fenced finish, reclaim."""
 
     async def enqueue(self, runs: Sequence[TaskRun]) -> list[TaskRun]:
-        """Insert runs (state queued). A run whose id exists, or whose `dedup_key` matches an
-        active (init/queued/running) run, is not inserted: the existing run is returned in its
-        place. Publishes `queue`."""
+        """Insert runs in the state they carry (queued, or running for inline child runs).
+        Inserted runs are returned as the very objects passed in; a run whose id exists, or
+        whose `dedup_key` matches an active (init/queued/running) run, is not inserted and the
+        stored run is returned in its place, so `returned is run` tells an insert. Publishes
+        `queue`."""
         ...
 
     async def claim(
