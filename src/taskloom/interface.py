@@ -68,6 +68,8 @@ class Interface:
             if _is_secret(ann):
                 secret.add(p.name)
         model = create_model(f"{name}_inputs", __base__=_Inputs, **fields)
+        # pydantic resolves annotations our own lookup could not (names local to a function)
+        secret |= {n for n, f in model.model_fields.items() if _is_secret(f.annotation)}
         ret = hints.get("return", Any)
         returns_none = ret is None or ret is type(None)
         return cls(

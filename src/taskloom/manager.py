@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import serde
 from .errors import (
     ConfigError,
+    InvalidParamsError,
     RunNotFoundError,
     TaskTimeoutError,
     UnknownTaskError,
@@ -268,6 +269,7 @@ class TaskManager:
         self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any
     ) -> TaskRun:
         """Queue a run with params given as one mapping (no clash with option names)."""
+        self._refuse_secret_inputs(task)
         run = self.new_run(task, params or {}, **options)
         store = await self._ready()
         if self.hooks.hooks:
@@ -298,6 +300,7 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
+        self._refuse_secret_inputs(task)
         runs = [self.new_run(task, p, **options) for p in params]
         store = await self._ready()
         if self.hooks.hooks:
@@ -308,10 +311,23 @@ class TaskManager:
             await self.hooks.on_queued(run)
         return stored
 
+    def _refuse_secret_inputs(self, task: str | Task) -> None:
+        fields = self.get_task(task).interface.secret_fields
+        if fields:
+            raise InvalidParamsError(
+                self.get_task(task).name,
+                [{"loc": (f,), "msg": "SecretStr inputs are never stored, so a run with them "
+                  "cannot be queued: declare a Secret(...) on the task, or use execute()"}
+                 for f in sorted(fields)],
+            )  # fmt: skip
+
     # -- running here ---------------------------------------------------------------------------
     async def execute(self, task: str | Task, /, **params: Any) -> TaskRun:
         """Run the task now, in this process, record it, and return the finished run."""
-        run = self.new_run(task, params)
+        t = self.get_task(task)
+        run = self.new_run(t, params)
+        if t.interface.secret_fields:
+            run._inputs = t.interface.call_kwargs(t.prepare((), params))
         return await self.execute_run(run)
 
     async def execute_run(self, run: TaskRun) -> TaskRun:

@@ -131,6 +131,9 @@ class TaskRun(BaseModel):
     _secrets: Mapping[str, str] = PrivateAttr(default_factory=dict)
     _on_progress: Callable[[TaskRun], None] | None = PrivateAttr(default=None)
     _child_index: int = PrivateAttr(default=0)
+    # validated inputs kept in memory for a run executed here: SecretStr inputs never reach
+    # the store, so they cannot be rebuilt from `params`
+    _inputs: dict[str, Any] | None = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
         if self.root_run_id is None:
@@ -215,7 +218,7 @@ class TaskRun(BaseModel):
         )
         new.__pydantic_private__ = {
             "_manager": None, "_cancelled": None, "_secrets": {}, "_on_progress": None,
-            "_child_index": 0,
+            "_child_index": 0, "_inputs": None,
         }  # fmt: skip
         return new
 

@@ -146,12 +146,12 @@ async def attempt(
                 run.cache_hit = True
                 return succeeded(run, manager.serde_loads(hit), clock())
         await manager.hooks.before_run(run)
-        model = task.interface.validate(run.params)
+        kwargs = run._inputs
+        if kwargs is None:
+            kwargs = task.interface.call_kwargs(task.interface.validate(run.params))
         executor = await manager.executor_for(task)
         started = time.perf_counter()
-        value = await executor.execute(
-            task, run, task.interface.call_kwargs(model), task.timeout_seconds
-        )
+        value = await executor.execute(task, run, kwargs, task.timeout_seconds)
         run.metrics["elapsed"] = time.perf_counter() - started
         data = task.interface.encode_result(value)
         check_size(task.name, "output", data, task.max_inline_io_bytes)

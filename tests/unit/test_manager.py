@@ -199,3 +199,19 @@ def test_manager_task_decorator() -> None:
     assert m.get_task("hi").priority is TaskPriority.low
     assert m.sync.execute("hi").result == "hi"
     m.sync.close()
+
+
+async def test_secret_str_inputs_execute_but_are_never_stored_or_queued() -> None:
+    from pydantic import SecretStr
+
+    @task
+    def login(user: str, password: SecretStr) -> str:
+        return f"{user}:{len(password.get_secret_value())}"
+
+    async with TaskManager("memory://", tasks=[login]) as m:
+        run = await m.execute("login", user="ann", password="hunter2")
+        assert run.state is TaskState.success and run.result == "ann:7"
+        stored = await m.get_run(run.id)
+        assert "hunter2" not in stored.model_dump_json() and stored.params == {"user": "ann"}
+        with pytest.raises(InvalidParamsError, match="password: SecretStr inputs are never stored"):
+            await m.queue("login", user="ann", password="hunter2")
