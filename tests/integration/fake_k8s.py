@@ -3,7 +3,8 @@
 It speaks the subset taskloom's client uses — read a Deployment; create, read and delete a
 Job; create, read, list (by label selector) and delete pods; read a pod's log — over real
 HTTP, so kubernetes_asyncio runs unpatched against it. The server lives in a thread; the
-kubelet is a coroutine on the test's event loop that decides how each created Job ends.
+kubelet is a coroutine on the test's event loop that decides how each created Job ends
+(`kubelet`), or how each pod created directly through the API ends (`pod_kubelet`).
 """
 
 from __future__ import annotations
@@ -70,13 +71,17 @@ class FakeKubernetes:
     _server: ThreadingHTTPServer | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _created: asyncio.Queue[Body] | None = None
+    _created_pods: asyncio.Queue[Body] | None = None
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _waiters: dict[tuple[str, str], list[asyncio.Event]] = field(default_factory=dict)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> str:
-        """Serve on a free loopback port; created Jobs are queued for `next_job()`."""
+        """Serve on a free loopback port; created Jobs are queued for `next_job()`, pods
+        created through the API (not by a Job) for `next_pod()`."""
         self._loop = asyncio.get_running_loop()
         self._created = asyncio.Queue()
+        self._created_pods = asyncio.Queue()
         fake = self
 
         class Handler(_Handler):
@@ -117,6 +122,22 @@ class FakeKubernetes:
         assert self._created is not None
         return await asyncio.wait_for(self._created.get(), timeout)
 
+    def next_call(self, route: str, method: str) -> asyncio.Event:
+        """An event set when the fake next receives `method` on `route` (call it first)."""
+        event = asyncio.Event()
+        with self._lock:
+            self._waiters.setdefault((route, method), []).append(event)
+        return event
+
+    def posted_pods(self) -> list[Body]:
+        """Bodies of every pod creation request, in order (409s included)."""
+        return [c.body for c in self.calls_to("pods", "POST") if c.body is not None]
+
+    async def next_pod(self, timeout: float = 10.0) -> Body:
+        """The next pod created through the API (a copy, as stored)."""
+        assert self._created_pods is not None
+        return await asyncio.wait_for(self._created_pods.get(), timeout)
+
     # -- the kubelet's side ---------------------------------------------------------------------
     def pod_of(self, ns: str, job: str) -> Body:
         """The (single) pod of a Job."""
@@ -140,16 +161,7 @@ class FakeKubernetes:
         pod = self.pod_of(ns, job)
         ok = exit_code == 0
         with self._lock:
-            name = pod["spec"]["containers"][0]["name"]
-            terminated = {
-                "exitCode": exit_code,
-                "reason": reason or ("Completed" if ok else "Error"),
-            }
-            pod["status"].update(
-                phase="Succeeded" if ok else "Failed",
-                containerStatuses=[{"name": name, "state": {"terminated": terminated}}],
-            )
-            self.logs[(ns, pod["metadata"]["name"])] = log
+            self._terminate(pod, exit_code, reason, log)
             record = self.jobs.get((ns, job))
             if record is None:  # deleted meanwhile
                 return
@@ -162,6 +174,45 @@ class FakeKubernetes:
                 cond = {"type": "Failed", "status": "True", "reason": job_reason}
                 record["status"] = {"failed": 1, "conditions": [cond]}  # fmt: skip
 
+    def _terminate(self, pod: Body, exit_code: int, reason: str | None, log: str) -> None:
+        """End the pod's first container (call with the lock held)."""
+        ok = exit_code == 0
+        name = pod["spec"]["containers"][0]["name"]
+        terminated = {"exitCode": exit_code, "reason": reason or ("Completed" if ok else "Error"),
+                      "finishedAt": "2030-01-01T00:00:09Z"}  # fmt: skip
+        pod["status"].update(
+            phase="Succeeded" if ok else "Failed",
+            containerStatuses=[{"name": name, "state": {"terminated": terminated}}],
+        )
+        self.logs[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = log
+
+    def start_pod(self, ns: str, name: str) -> None:
+        """A bare pod's container is running; no-op if the pod is gone."""
+        with self._lock:
+            pod = self.pods.get((ns, name))
+            if pod is None:
+                return
+            container = pod["spec"]["containers"][0]["name"]
+            running = {"startedAt": "2030-01-01T00:00:02Z"}
+            pod["status"].update(phase="Running", startTime="2030-01-01T00:00:02Z",
+                                 containerStatuses=[{"name": container,
+                                                     "state": {"running": running}}])  # fmt: skip
+            self.logs.setdefault((ns, name), "")
+
+    def end_pod(
+        self, ns: str, name: str, *, exit_code: int, reason: str | None = None, log: str = "",
+        pod_reason: str | None = None,
+    ) -> None:  # fmt: skip
+        """End a bare pod (Succeeded on exit 0, else Failed); `pod_reason` is the pod-level
+        reason such as Evicted or DeadlineExceeded. No-op if the pod is gone."""
+        with self._lock:
+            pod = self.pods.get((ns, name))
+            if pod is None:
+                return
+            self._terminate(pod, exit_code, reason, log)
+            if pod_reason is not None:
+                pod["status"]["reason"] = pod_reason
+
     # -- request handling (server thread) -------------------------------------------------------
     def handle(
         self, method: str, path: str, query: dict[str, str], body: Body | None
@@ -172,6 +223,9 @@ class FakeKubernetes:
         [(route, match)] = found
         with self._lock:
             self.calls.append(Call(method, route, path, query, body))
+            for event in self._waiters.pop((route, method), []):
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(event.set)
             if route in self.forbidden:
                 return 403, status(403, "Forbidden", f"{route} is forbidden")
             handler = getattr(self, f"_{method.lower()}_{route}", None)
@@ -232,9 +286,13 @@ class FakeKubernetes:
         if (ns, name) in self.pods:
             return 409, status(409, "AlreadyExists", f'pods "{name}" already exists')
         pod = json.loads(json.dumps(body))
-        pod["metadata"]["namespace"] = ns
+        pod["metadata"].update(namespace=ns, uid=f"uid-{next(self._ids)}",
+                               creationTimestamp="2030-01-01T00:00:00Z")  # fmt: skip
         pod["status"] = {"phase": "Pending"}
         self.pods[(ns, name)] = pod
+        if self._loop is not None and self._created_pods is not None:
+            copied = json.loads(json.dumps(pod))
+            self._loop.call_soon_threadsafe(self._created_pods.put_nowait, copied)
         return 201, pod
 
     def _get_pods(self, ns: str, *, query: dict[str, str], **_: Any) -> tuple[int, Any]:
@@ -392,3 +450,38 @@ async def kubelet(fake: FakeKubernetes, behaviours: list[Behaviour]) -> None:
     for i in itertools.count():
         job = await fake.next_job(timeout=3600)
         await behaviours[min(i, len(behaviours) - 1)](fake, job)
+
+
+# -- the kubelet of bare pods (pipeline KubeTask) ------------------------------------------------
+def pod_exits(
+    exit_code: int = 0, *, reason: str | None = None, log: str = "", pod_reason: str | None = None
+) -> Behaviour:
+    """The pod runs, prints `log` and ends with `exit_code`."""
+
+    async def behave(fake: FakeKubernetes, pod: Body) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        fake.start_pod(ns, name)
+        fake.end_pod(ns, name, exit_code=exit_code, reason=reason, log=log, pod_reason=pod_reason)
+
+    return behave
+
+
+def pod_runs(running: asyncio.Event | None = None, log: str = "") -> Behaviour:
+    """The pod runs forever (until deleted), having printed `log`; `running` is set then."""
+
+    async def behave(fake: FakeKubernetes, pod: Body) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        fake.start_pod(ns, name)
+        with fake._lock:
+            fake.logs[(ns, name)] = log
+        if running is not None:
+            running.set()
+
+    return behave
+
+
+async def pod_kubelet(fake: FakeKubernetes, behaviours: list[Behaviour]) -> None:
+    """Apply one behaviour per pod created through the API, in order; the last one repeats."""
+    for i in itertools.count():
+        pod = await fake.next_pod(timeout=3600)
+        await behaviours[min(i, len(behaviours) - 1)](fake, pod)

@@ -70,7 +70,7 @@ def raise_outcome_error(outcome: Body, run_id: str) -> None:
     raise failure
 
 
-def _pod_reason(job: Body, pod: Body | None, container: str) -> tuple[str, str]:
+def pod_reason(job: Body, pod: Body | None, container: str) -> tuple[str, str]:
     """(reason, detail) explaining why a Job's pod ended or never started."""
     conditions = (job.get("status") or {}).get("conditions") or []
     job_reason = next(
@@ -240,7 +240,7 @@ class KubernetesExecutor:
             log.warning("cannot list pods of Job %s: %s", name, exc)
             pods = []
         pod = pods[-1] if pods else None
-        reason, detail = _pod_reason(job, pod, container)
+        reason, detail = pod_reason(job, pod, container)
         logs = ""
         if pod is not None:
             try:
@@ -259,7 +259,7 @@ class KubernetesExecutor:
             pods = await self._require_client().pods_of_job(namespace, name)
         except (KubernetesApiError, ConfigError) as exc:
             return f"state unknown: {exc}"
-        reason, detail = _pod_reason(job, pods[-1] if pods else None, container)
+        reason, detail = pod_reason(job, pods[-1] if pods else None, container)
         return detail if reason == "Error" else f"{reason}: {detail}"
 
     async def _delete(self, namespace: str, name: str) -> None:

@@ -60,7 +60,7 @@ def _dns_part(text: str, fallback: str) -> str:
     return out or fallback
 
 
-def _label_value(text: str) -> str:
+def label_value(text: str) -> str:
     """A label value (63 chars, alphanumeric at both ends) derived from arbitrary text."""
     out = re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:_MAX_LABEL]
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", out)
@@ -157,8 +157,8 @@ def job_labels(task: Task, run: TaskRun, attempt: int) -> dict[str, str]:
     """Labels put on a Job and its pods (find them with a label selector)."""
     return {
         **MANAGED_BY,
-        LABEL_TASK: _label_value(task.name) or "task",
-        LABEL_RUN: _label_value(run.id),
+        LABEL_TASK: label_value(task.name) or "task",
+        LABEL_RUN: label_value(run.id),
         LABEL_ATTEMPT: str(attempt),
     }
 

@@ -6,6 +6,7 @@ a taskloom run. See docs/pipelines.md.
 """
 
 from .kinds import ExecutorTask, InProcessTask, PipelineTask
+from .kube import KubeFunctionTask, KubeTask, PodFailedError
 from .links import Link, plugged_links
 from .pipeline import Pipeline, PipelineStats, TaskStatus, done_record
 from .process import STDOUT, ProcessExitError, ProcessTask
@@ -37,6 +38,8 @@ __all__ = [
     "InProcessTask",
     "InvalidKeyError",
     "KeySet",
+    "KubeFunctionTask",
+    "KubeTask",
     "Link",
     "LiveRepository",
     "LoopView",
@@ -46,6 +49,7 @@ __all__ = [
     "Pipeline",
     "PipelineStats",
     "PipelineTask",
+    "PodFailedError",
     "ProcessExitError",
     "ProcessTask",
     "Repository",
