@@ -69,6 +69,8 @@ def test_queue_work_inspect_cancel_retry(cli: CliRunner) -> None:
     assert work.exit_code == 0, work.output
     shown = json.loads(cli.invoke(app, ["show", run_id, "--json"]).output)
     assert shown["state"] == "success" and shown["result"] == 42
+    tree = cli.invoke(app, ["show", run_id])
+    assert tree.exit_code == 0 and "add" in tree.output and "success" in tree.output
     retried = cli.invoke(app, ["retry", run_id]).output.strip()
     assert json.loads(cli.invoke(app, ["show", retried, "--json"]).output)["from_run_id"] == run_id
     table = cli.invoke(app, ["runs"])
