@@ -239,7 +239,7 @@ class TaskManager:
     ) -> TaskRun:
         """Validate params and build a queued run record (nothing is written)."""
         t = self.get_task(task)
-        model = t.prepare((), params)
+        _model, stored = t.validate_params(params)
         now = self.clock()
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
@@ -254,7 +254,7 @@ class TaskManager:
         return TaskRun(
             task=t.name,
             priority=TaskPriority(priority or t.priority),
-            params=t.interface.stored_params(model),
+            params=stored,
             state=TaskState.queued,
             queued=dt(now),
             execute_after=execute_after,

@@ -82,6 +82,20 @@ def is_in_cpu_process() -> bool:
     return os.environ.get("TASK_MANAGER_SPAWN", "").lower() == "true"
 
 
+class _Live:
+    """What a run carries only while it executes (never stored)."""
+
+    __slots__ = ("cancelled", "child_index", "inputs", "manager", "on_progress", "secrets")
+
+    def __init__(self) -> None:
+        self.manager: TaskManager | None = None
+        self.cancelled: asyncio.Event | None = None
+        self.secrets: Mapping[str, str] = {}
+        self.on_progress: Callable[[TaskRun], None] | None = None
+        self.child_index = 0
+        self.inputs: dict[str, Any] | None = None
+
+
 class Attempt(BaseModel):
     """One attempt of a run, kept in the run's history."""
 
@@ -110,7 +124,7 @@ class TaskRun(BaseModel):
     rate_limit_attempt: int = 0
     retry_attempt: int = 0
     from_run_id: str | None = None
-    root_run_id: str | None = None
+    root_run_id: str | None = Field(default_factory=lambda data: data["id"])
     parent_id: str | None = None
     result: Any = None
     error: dict[str, Any] | None = None
@@ -126,18 +140,64 @@ class TaskRun(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     trace: dict[str, str] = Field(default_factory=dict)
 
-    _manager: TaskManager | None = PrivateAttr(default=None)
-    _cancelled: asyncio.Event | None = PrivateAttr(default=None)
-    _secrets: Mapping[str, str] = PrivateAttr(default_factory=dict)
-    _on_progress: Callable[[TaskRun], None] | None = PrivateAttr(default=None)
-    _child_index: int = PrivateAttr(default=0)
-    # validated inputs kept in memory for a run executed here: SecretStr inputs never reach
-    # the store, so they cannot be rebuilt from `params`
-    _inputs: dict[str, Any] | None = PrivateAttr(default=None)
+    # The live context of an executing run sits in one lazily made object: a record read from
+    # a store never pays for it (each private attribute slows every model construction).
+    _live: _Live | None = PrivateAttr(default=None)
 
-    def model_post_init(self, __context: Any) -> None:
-        if self.root_run_id is None:
-            self.root_run_id = self.id
+    def _ctx(self) -> _Live:
+        if self._live is None:
+            self._live = _Live()
+        return self._live
+
+    @property
+    def _manager(self) -> TaskManager | None:
+        return None if self._live is None else self._live.manager
+
+    @_manager.setter
+    def _manager(self, value: TaskManager | None) -> None:
+        self._ctx().manager = value
+
+    @property
+    def _cancelled(self) -> asyncio.Event | None:
+        return None if self._live is None else self._live.cancelled
+
+    @_cancelled.setter
+    def _cancelled(self, value: asyncio.Event | None) -> None:
+        self._ctx().cancelled = value
+
+    @property
+    def _secrets(self) -> Mapping[str, str]:
+        return {} if self._live is None else self._live.secrets
+
+    @_secrets.setter
+    def _secrets(self, value: Mapping[str, str]) -> None:
+        self._ctx().secrets = value
+
+    @property
+    def _on_progress(self) -> Callable[[TaskRun], None] | None:
+        return None if self._live is None else self._live.on_progress
+
+    @_on_progress.setter
+    def _on_progress(self, value: Callable[[TaskRun], None] | None) -> None:
+        self._ctx().on_progress = value
+
+    @property
+    def _child_index(self) -> int:
+        return 0 if self._live is None else self._live.child_index
+
+    @_child_index.setter
+    def _child_index(self, value: int) -> None:
+        self._ctx().child_index = value
+
+    @property
+    def _inputs(self) -> dict[str, Any] | None:
+        """Validated inputs kept in memory for a run executed here: SecretStr inputs never
+        reach the store, so they cannot be rebuilt from `params`."""
+        return None if self._live is None else self._live.inputs
+
+    @_inputs.setter
+    def _inputs(self, value: dict[str, Any] | None) -> None:
+        self._ctx().inputs = value
 
     # -- record helpers -------------------------------------------------------------------------
     @property
@@ -216,10 +276,7 @@ class TaskRun(BaseModel):
                 "trace": dict(self.trace),
             }
         )
-        new.__pydantic_private__ = {
-            "_manager": None, "_cancelled": None, "_secrets": {}, "_on_progress": None,
-            "_child_index": 0, "_inputs": None,
-        }  # fmt: skip
+        new.__pydantic_private__ = {"_live": None}
         return new
 
 

@@ -147,11 +147,14 @@ class Task:
 
     def prepare(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BaseModel:
         """Bind and validate a call's arguments, enforcing `max_inline_io_bytes`."""
-        model = self.interface.validate(self.interface.bind(args, kwargs))
-        check_size(
-            self.name, "input", self.interface.stored_params(model), self.max_inline_io_bytes
-        )
-        return model
+        return self.validate_params(self.interface.bind(args, kwargs))[0]
+
+    def validate_params(self, params: Mapping[str, Any]) -> tuple[BaseModel, dict[str, Any]]:
+        """Validated inputs and their stored (JSON) form, within `max_inline_io_bytes`."""
+        model = self.interface.validate(params)
+        stored = self.interface.stored_params(model)
+        check_size(self.name, "input", stored, self.max_inline_io_bytes)
+        return model, stored
 
     async def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function here, with a throwaway run context, and return its typed result."""
