@@ -113,11 +113,15 @@ class TaskConsumer:
 
     def _start(self, lease: Lease) -> None:
         run = lease.run
-        run._manager = self.manager
-        run._on_progress = lambda _run: self._beat_now.set()
+        live = run._ctx()
+        live.manager = self.manager
+        live.on_progress = self._on_progress
         active = _Active(lease, Stop())
         active.task = asyncio.create_task(self._process(active), name=f"run-{run.id}")
         self._active[run.id] = active
+
+    def _on_progress(self, _run: TaskRun) -> None:
+        self._beat_now.set()
 
     async def _process(self, active: _Active) -> None:
         lease, run = active.lease, active.lease.run

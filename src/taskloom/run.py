@@ -145,13 +145,23 @@ class TaskRun(BaseModel):
     _live: _Live | None = PrivateAttr(default=None)
 
     def _ctx(self) -> _Live:
-        if self._live is None:
-            self._live = _Live()
-        return self._live
+        """The live context, made on first use (read through the private dict: pydantic's
+        attribute hooks cost microseconds on the hot path)."""
+        private = self.__pydantic_private__
+        assert private is not None
+        live = private.get("_live")
+        if live is None:
+            live = private["_live"] = _Live()
+        return live
+
+    def _peek(self) -> _Live | None:
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_live")
 
     @property
     def _manager(self) -> TaskManager | None:
-        return None if self._live is None else self._live.manager
+        live = self._peek()
+        return None if live is None else live.manager
 
     @_manager.setter
     def _manager(self, value: TaskManager | None) -> None:
@@ -159,7 +169,8 @@ class TaskRun(BaseModel):
 
     @property
     def _cancelled(self) -> asyncio.Event | None:
-        return None if self._live is None else self._live.cancelled
+        live = self._peek()
+        return None if live is None else live.cancelled
 
     @_cancelled.setter
     def _cancelled(self, value: asyncio.Event | None) -> None:
@@ -167,7 +178,8 @@ class TaskRun(BaseModel):
 
     @property
     def _secrets(self) -> Mapping[str, str]:
-        return {} if self._live is None else self._live.secrets
+        live = self._peek()
+        return {} if live is None else live.secrets
 
     @_secrets.setter
     def _secrets(self, value: Mapping[str, str]) -> None:
@@ -175,7 +187,8 @@ class TaskRun(BaseModel):
 
     @property
     def _on_progress(self) -> Callable[[TaskRun], None] | None:
-        return None if self._live is None else self._live.on_progress
+        live = self._peek()
+        return None if live is None else live.on_progress
 
     @_on_progress.setter
     def _on_progress(self, value: Callable[[TaskRun], None] | None) -> None:
@@ -183,7 +196,8 @@ class TaskRun(BaseModel):
 
     @property
     def _child_index(self) -> int:
-        return 0 if self._live is None else self._live.child_index
+        live = self._peek()
+        return 0 if live is None else live.child_index
 
     @_child_index.setter
     def _child_index(self, value: int) -> None:
@@ -193,7 +207,8 @@ class TaskRun(BaseModel):
     def _inputs(self) -> dict[str, Any] | None:
         """Validated inputs kept in memory for a run executed here: SecretStr inputs never
         reach the store, so they cannot be rebuilt from `params`."""
-        return None if self._live is None else self._live.inputs
+        live = self._peek()
+        return None if live is None else live.inputs
 
     @_inputs.setter
     def _inputs(self, value: dict[str, Any] | None) -> None:
