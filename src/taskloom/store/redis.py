@@ -534,6 +534,10 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+DEFAULT_MAX_CONNECTIONS = 32
+POOL_WAIT_SECONDS = 30.0
+
+
 class RedisStore:
     """The store protocol on one Redis server; see the module docstring for the layout."""
 
@@ -545,12 +549,18 @@ class RedisStore:
         # A down server must surface as StoreUnavailableError within seconds: a dropped or
         # refused connection is retried 3 times (backoff capped at 0.5 s); a timeout is not
         # retried (a blackholed or stalled server would multiply it). URL options win.
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        # The pool is bounded and callers queue for a connection: an unbounded pool lets a
+        # fan-out of thousands of child runs open thousands of connections and hit the
+        # server's maxclients. `max_connections=` in the URL overrides the bound.
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
             retry=Retry(ExponentialBackoff(), 3, supported_errors=(RedisConnectionError,)),
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
         }
@@ -635,7 +645,7 @@ class RedisStore:
             with suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless the server answers."""
