@@ -329,3 +329,12 @@ async def test_result_and_error_roundtrip(store: Store) -> None:
     assert got.metrics == {"elapsed": 1.5} and got.cache_hit
     assert got.end is not None and abs(got.end.timestamp() - (T0 + 1)) < 1e-3
     assert got.duration == timedelta(seconds=1).total_seconds()
+
+
+async def test_thousands_of_concurrent_calls(store: Store) -> None:
+    # a workflow fan-out: each child is its own enqueue + get, all at once (once exhausted
+    # the Redis server's connections through an unbounded pool)
+    runs = [queued() for _ in range(3000)]
+    await asyncio.gather(*(store.enqueue([r]) for r in runs))
+    got = await asyncio.gather(*(store.get(r.id) for r in runs))
+    assert all(g is not None for g in got)
