@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import time
@@ -269,13 +270,16 @@ class TaskManager:
         self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any
     ) -> TaskRun:
         """Queue a run with params given as one mapping (no clash with option names)."""
-        self._refuse_secret_inputs(task)
         run = self.new_run(task, params or {}, **options)
+        return await self._enqueue_built(run)
+
+    async def _enqueue_built(self, run: TaskRun) -> TaskRun:
+        self._refuse_secret_inputs(run.task)
         store = await self._ready()
         if self.hooks.hooks:
             await self.hooks.before_queue(run)
         [stored] = await store.enqueue([run])
-        if stored.id == run.id:
+        if stored is run:
             await self.hooks.on_queued(stored)
         return stored
 
@@ -382,33 +386,41 @@ class TaskManager:
     async def wait(self, run_id: str, timeout: float | None = None) -> TaskRun:
         """Wait until the run is done (push wake-ups; `poll_interval` only backs them up)."""
         store = await self._ready()
+        with store.notifier.watch(f"run:{run_id}") as changed:
+            await store.notifier.settle()
+            return await self._wait_watched(run_id, changed, timeout)
+
+    async def _wait_watched(
+        self, run_id: str, changed: asyncio.Event, timeout: float | None
+    ) -> TaskRun:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        with store.notifier.watch(f"run:{run_id}") as changed:
-            while True:
-                run = await self.get_run(run_id)
-                if run.is_done:
-                    return run
-                step = self.poll_interval
-                if deadline is not None:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        raise TaskTimeoutError(
-                            f"run {run_id} not done after {timeout}s (state {run.state})"
-                        )
-                    step = min(step, remaining)
-                try:
-                    await asyncio.wait_for(changed.wait(), step)
-                except TimeoutError:
-                    pass
-                changed.clear()
+        while True:
+            run = await self.get_run(run_id)
+            if run.is_done:
+                return run
+            step = self.poll_interval
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TaskTimeoutError(
+                        f"run {run_id} not done after {timeout}s (state {run.state})"
+                    )
+                step = min(step, remaining)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), step)
+            changed.clear()
 
     async def queue_and_wait(
         self, task: str | Task, *, timeout: float | None = None, **params: Any
     ) -> TaskRun:
-        """Queue a run and wait for it to finish."""
-        run = await self.queue(task, **params)
-        return await self.wait(run.id, timeout=timeout)
+        """Queue a run and wait for it to finish (subscribed before it is queued)."""
+        run = self.new_run(task, params)
+        store = await self._ready()
+        with store.notifier.watch(f"run:{run.id}") as changed:
+            # the subscription settles while the run is written: one round trip, not two
+            await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
+            return await self._wait_watched(run.id, changed, timeout)
 
     async def cancel(self, run_id: str) -> TaskRun:
         """Abort a queued run now; ask a running one to stop (it ends `aborted`)."""

@@ -8,7 +8,7 @@ Unix seconds passed in as `now`, so a fake clock drives every backend the same w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,6 +111,10 @@ class Notifier:
 
     def __init__(self) -> None:
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        # a server store subscribes to a topic's channel while someone here watches it
+        self.on_watch: Callable[[str], None] | None = None
+        self.on_unwatch: Callable[[str], None] | None = None
+        self.on_settle: Callable[[], Awaitable[None]] | None = None
 
     def publish(self, topic: str) -> None:
         """Wake everybody watching `topic`."""
@@ -125,15 +129,26 @@ class Notifier:
     def watch(self, topic: str) -> Iterator[asyncio.Event]:
         """An event set on every publish to `topic` while the block runs (clear it yourself)."""
         event = asyncio.Event()
-        self._watchers.setdefault(topic, set()).add(event)
+        watchers = self._watchers.get(topic)
+        if watchers is None:
+            watchers = self._watchers[topic] = set()
+            if self.on_watch is not None:
+                self.on_watch(topic)
+        watchers.add(event)
         try:
             yield event
         finally:
-            watchers = self._watchers.get(topic)
-            if watchers is not None:
-                watchers.discard(event)
-                if not watchers:
-                    del self._watchers[topic]
+            watchers.discard(event)
+            if not watchers and self._watchers.get(topic) is watchers:
+                del self._watchers[topic]
+                if self.on_unwatch is not None:
+                    self.on_unwatch(topic)
+
+    async def settle(self) -> None:
+        """Return once the watches made so far would see remote events (a server store
+        confirms its subscriptions here; in-process notifiers are always settled)."""
+        if self.on_settle is not None:
+            await self.on_settle()
 
     @property
     def topics(self) -> list[str]:

@@ -25,7 +25,8 @@ Keys (``P`` is the prefix)::
   P lock:<name>              hash holder, expires
   P kv:<key>                 hash v (value), x (expiry or "")
   P workers                  hash worker -> JSON {seen, expires, info}
-  P events                   pub/sub channel: "queue" and "run:<id>"
+  P events                   pub/sub channel: "queue" and "cancel" for every process
+  P events:run:<id>          pub/sub channel per run, subscribed only while a process waits on it
 
 Why one hash field per record field: the scripts edit records (state, worker, start, progress,
 an appended attempt) and cjson would mangle user JSON on a decode/encode round trip (empty
@@ -293,7 +294,7 @@ for i = 2, #ARGV, 3 do
     elseif DONE[new.state] then
       release_dedup(key, id)
     end
-    redis.call('PUBLISH', P .. 'events', 'run:' .. id)
+    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -325,7 +326,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', key, 'state', '"queued"', 'worker', 'null', 'attempts', attempts)
     redis.call('HDEL', key, '_token')
     reindex(id, old, view(key))
-    redis.call('PUBLISH', P .. 'events', 'run:' .. id)
+    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
     out[#out + 1] = record(key)
   end
 end
@@ -343,7 +344,7 @@ redis.call('ZREM', P .. 'leases', id)
 local new = view(key)
 if dedup ~= '' and ACTIVE[new.state] then redis.call('HSET', P .. 'dedup', dedup, id) end
 reindex(id, old, new)
-redis.call('PUBLISH', P .. 'events', 'run:' .. id)
+redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
 if new.state == 'queued' then redis.call('PUBLISH', P .. 'events', 'queue') end
 return 1
 """
@@ -363,7 +364,7 @@ if state == 'init' or state == 'queued' then
 elseif state == 'running' then
   redis.call('HSET', key, 'cancel_requested', 'true')
 end
-redis.call('PUBLISH', P .. 'events', 'run:' .. id)
+redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
 return record(key)
 """
 
@@ -535,6 +536,7 @@ def _glob_escape(text: str) -> str:
 
 
 DEFAULT_MAX_CONNECTIONS = 32
+SETTLE_SECONDS = 1.0
 POOL_WAIT_SECONDS = 30.0
 
 
@@ -565,6 +567,14 @@ class RedisStore:
             name: self._redis.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
         }
         self._listener: asyncio.Task[None] | None = None
+        # `run:<id>` events go to a channel per run, subscribed only while someone here
+        # waits on that run: every worker receiving every run's event cost more than the run
+        self._pubsub: PubSub | None = None
+        self._subscribing: set[asyncio.Task[None]] = set()
+        self.notifier.on_watch = self._watch
+        self.notifier.on_unwatch = self._unwatch
+        self.notifier.on_settle = self._settle
+        self._confirmed: dict[str, asyncio.Event] = {}  # run channel -> subscribe confirmed
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -590,6 +600,42 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def _run_channel(self, topic: str) -> str | None:
+        return f"{self.prefix}events:{topic}" if topic.startswith("run:") else None
+
+    def _watch(self, topic: str) -> None:
+        channel = self._run_channel(topic)
+        if channel is not None:
+            self._confirmed[channel] = asyncio.Event()
+            if self._pubsub is not None:
+                self._spawn(self._pubsub.subscribe(channel))
+
+    def _unwatch(self, topic: str) -> None:
+        channel = self._run_channel(topic)
+        if channel is not None:
+            self._confirmed.pop(channel, None)
+            if self._pubsub is not None:
+                self._spawn(self._pubsub.unsubscribe(channel))
+
+    async def _settle(self) -> None:
+        """Wait (briefly) until the server confirmed every run subscription made so far, so
+        a state read after this cannot miss the run's next event."""
+        pending = [e.wait() for e in self._confirmed.values() if not e.is_set()]
+        if pending:
+            with suppress(TimeoutError):  # the poll fallback covers a slow confirmation
+                await asyncio.wait_for(asyncio.gather(*pending), SETTLE_SECONDS)
+
+    def _spawn(self, coro: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:  # the listener notices a dead connection and resubscribes
+                log.debug("redis (un)subscribe failed", exc_info=True)
+
+        task = asyncio.ensure_future(guarded())
+        self._subscribing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._subscribing.discard)
+
     def _wake_all(self) -> None:
         """Wake every local watcher: messages may have been lost while reconnecting."""
         for topic in {"queue", *self.notifier.topics}:
@@ -602,9 +648,11 @@ class RedisStore:
         """Republish `<prefix>events` on the local notifier; reconnect with backoff, forever."""
         delay = LISTENER_BACKOFF[0]
         while True:
-            pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub: PubSub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                watched = [c for t in self.notifier.topics if (c := self._run_channel(t))]
+                await pubsub.subscribe(self._channel, *watched)
+                self._pubsub = pubsub
                 if pubsub.connection is not None:  # redis-py's own reconnects land here
                     pubsub.connection.register_connect_callback(self._on_events_reconnect)
                 if delay > LISTENER_BACKOFF[0]:
@@ -612,8 +660,13 @@ class RedisStore:
                     self._wake_all()
                 delay = LISTENER_BACKOFF[0]
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
+                    kind = message["type"]
+                    if kind == "message":
                         self.notifier.publish(message["data"].decode())
+                    elif kind == "subscribe":
+                        confirmed = self._confirmed.get(_bytes(message["channel"]).decode())
+                        if confirmed is not None:
+                            confirmed.set()
                 log.warning("redis event listener: subscription ended, resubscribing")
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 log.warning(
@@ -623,6 +676,7 @@ class RedisStore:
             except Exception:
                 log.exception("redis event listener failed; retrying in %.1fs", delay)
             finally:
+                self._pubsub = None
                 if pubsub.connection is not None:  # it goes back to the pool: unhook it
                     pubsub.connection.deregister_connect_callback(self._on_events_reconnect)
                 with suppress(Exception):
