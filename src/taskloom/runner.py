@@ -152,6 +152,9 @@ async def attempt(
         executor = await manager.executor_for(task)
         started = time.perf_counter()
         value = await executor.execute(task, run, kwargs, task.timeout_seconds)
+        if stop is not None and stop.reason == "abort":
+            # the task saw ctx.cancelled and returned: it stopped because it was asked to
+            raise CancelledRunError("cancelled by request")
         run.metrics["elapsed"] = time.perf_counter() - started
         data = task.interface.encode_result(value)
         check_size(task.name, "output", data, task.max_inline_io_bytes)

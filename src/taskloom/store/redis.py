@@ -363,6 +363,7 @@ if state == 'init' or state == 'queued' then
   release_dedup(key, id)
 elseif state == 'running' then
   redis.call('HSET', key, 'cancel_requested', 'true')
+  redis.call('PUBLISH', P .. 'events', 'cancel')  -- workers beat now, not at their next beat
 end
 redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
 return record(key)

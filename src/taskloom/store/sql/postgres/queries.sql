@@ -233,6 +233,8 @@ WITH upd AS (
     RETURNING id, data
 ), notified AS (
     SELECT pg_notify($4, 'run:' || id) FROM upd
+    UNION ALL  -- workers beat now instead of at their next beat
+    SELECT pg_notify($4, 'cancel') FROM upd WHERE data -> 'cancel_requested' = 'true'::jsonb
 )
 SELECT data, (SELECT count(*) FROM notified) AS notified FROM upd;
 
