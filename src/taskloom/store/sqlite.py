@@ -4,8 +4,9 @@ Every call runs on one thread owned by the store, on one connection opened there
 loop never blocks on disk, and sqlite3's same-thread rule holds. Every write starts with
 `BEGIN IMMEDIATE`, which takes the file's single write lock up front (waiting up to
 `busy_timeout`), so a claim, finish or reclaim is atomic against other processes and no
-transaction can fail half way while upgrading a read lock. Other processes cannot wake our
-notifier; the poll fallback above the store covers their changes.
+transaction can fail half way while upgrading a read lock. Other processes on the same file
+are woken over local datagram sockets (`wakeups.py`); the poll fallback above the store covers
+a lost wake-up.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import orjson
 from ..errors import ConfigError, StoreUnavailableError
 from ..run import Attempt, TaskPriority, TaskRun, TaskState
 from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .wakeups import PeerNotifier, wake_folder
 
 T = TypeVar("T")
 
@@ -261,8 +263,11 @@ class SQLiteStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.notifier = Notifier()
         self.path = _path_of(url)
+        # other processes on the same file are woken over local sockets (see wakeups.py)
+        self.notifier: Notifier = (
+            Notifier() if self.path == _MEMORY else PeerNotifier(wake_folder(self.path))
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
 
@@ -279,6 +284,8 @@ class SQLiteStore:
             self._executor = None
             executor.shutdown(wait=False)
             raise
+        if isinstance(self.notifier, PeerNotifier):
+            self.notifier.start()
 
     def _open(self) -> None:
         if sqlite3.sqlite_version_info < (3, 35, 0):
@@ -307,6 +314,8 @@ class SQLiteStore:
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        if isinstance(self.notifier, PeerNotifier):
+            self.notifier.stop()
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
         finally:
