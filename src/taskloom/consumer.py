@@ -17,13 +17,15 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-from .errors import UnknownTaskError
+from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
 from .run import TaskRun, TaskState
 from .runner import Stop, attempt, unknown_task_record
 from .store.base import Beat, Lease
 
 log = logging.getLogger("taskloom.consumer")
+
+STORE_RETRY = (0.1, 5.0)  # backoff bounds (seconds) while the store does not answer
 
 
 @dataclass
@@ -72,6 +74,7 @@ class TaskConsumer:
         self._done = asyncio.Event()
         self._running = False
         self._bg: asyncio.Task[None] | None = None
+        self._down_for = 0.0
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, burst: bool = False, handle_signals: bool = False) -> None:
@@ -88,10 +91,15 @@ class TaskConsumer:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     free = self.max_concurrent_tasks - len(self._active)
-                    leases = await store.claim(
-                        self.worker_id, self.queues, free, self.lease_seconds,
-                        self.manager.clock(),
-                    ) if free > 0 else []  # fmt: skip
+                    try:
+                        leases = await store.claim(
+                            self.worker_id, self.queues, free, self.lease_seconds,
+                            self.manager.clock(),
+                        ) if free > 0 else []  # fmt: skip
+                    except StoreUnavailableError:
+                        await self._store_down()
+                        continue
+                    self._down_for = 0.0
                     for lease in leases:
                         self._start(lease)
                     if burst and not leases and not self._active:
@@ -110,6 +118,13 @@ class TaskConsumer:
             await asyncio.gather(*side, return_exceptions=True)
             self._running = False
             self._done.set()
+
+    async def _store_down(self) -> None:
+        """The store stopped answering: keep the runs in hand, retry with backoff."""
+        self._down_for = min(max(self._down_for * 2, STORE_RETRY[0]), STORE_RETRY[1])
+        log.warning("store unavailable; claiming again in %.1fs", self._down_for, exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._down_for)
 
     def _start(self, lease: Lease) -> None:
         run = lease.run

@@ -391,3 +391,27 @@ async def test_consumer_on_sqlite(kind: str, tmp_path) -> None:  # type: ignore[
         runs = await m.queue_many("echo", [{"x": i} for i in range(50)])
         await run_burst(m)
         assert [(await m.get_run(r.id)).result for r in runs] == list(range(50))
+
+
+async def test_worker_survives_a_store_outage() -> None:
+    from taskloom.errors import StoreUnavailableError
+    from taskloom.store.memory import MemoryStore
+
+    class Flaky(MemoryStore):
+        outages = 3
+
+        async def claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.outages:
+                self.outages -= 1
+                raise StoreUnavailableError("server restarting")
+            return await super().claim(*args, **kwargs)
+
+    @task
+    async def echo(x: int) -> int:
+        return x
+
+    store = Flaky()
+    async with TaskManager(store, tasks=[echo]) as m:
+        run = await m.queue("echo", x=7)
+        await run_burst(m)
+        assert (await m.get_run(run.id)).result == 7 and store.outages == 0
