@@ -39,7 +39,6 @@ async def test_a_dead_peer_socket_is_cleaned_up(tmp_path: Path) -> None:
         stale = folder / "999999-dead"
         stale.touch()  # a socket file left by a killed process (not bound by anyone)
         assert isinstance(store.notifier, PeerNotifier)
-        store.notifier._peers_at = 0.0
         await store.enqueue([TaskRun(task="t", state=TaskState.queued)])
         await asyncio.sleep(0)  # the send happens at the end of this loop turn
         assert not stale.exists()

@@ -538,6 +538,8 @@ def _glob_escape(text: str) -> str:
 
 DEFAULT_MAX_CONNECTIONS = 32
 SETTLE_SECONDS = 1.0
+CLOSE_SECONDS = 2.0
+LISTEN_TICK = 0.5  # how soon the listener notices close(); events arrive at once regardless
 POOL_WAIT_SECONDS = 30.0
 
 
@@ -571,6 +573,7 @@ class RedisStore:
         # `run:<id>` events go to a channel per run, subscribed only while someone here
         # waits on that run: every worker receiving every run's event cost more than the run
         self._pubsub: PubSub | None = None
+        self._closing = False
         self._subscribing: set[asyncio.Task[None]] = set()
         self.notifier.on_watch = self._watch
         self.notifier.on_unwatch = self._unwatch
@@ -648,7 +651,7 @@ class RedisStore:
     async def _listen(self) -> None:
         """Republish `<prefix>events` on the local notifier; reconnect with backoff, forever."""
         delay = LISTENER_BACKOFF[0]
-        while True:
+        while not self._closing:
             pubsub: PubSub = self._redis.pubsub()
             try:
                 watched = [c for t in self.notifier.topics if (c := self._run_channel(t))]
@@ -660,15 +663,20 @@ class RedisStore:
                     log.info("redis event listener reconnected to %s", self._where())
                     self._wake_all()
                 delay = LISTENER_BACKOFF[0]
-                async for message in pubsub.listen():
+                # Read with a timeout rather than `listen()`: a task cancelled inside redis-py's
+                # listen() can hang for good, so close() stops this loop by flag instead.
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=LISTEN_TICK)
+                    if message is None:
+                        continue
                     kind = message["type"]
                     if kind == "message":
-                        self.notifier.publish(message["data"].decode())
+                        if message["data"]:
+                            self.notifier.publish(message["data"].decode())
                     elif kind == "subscribe":
                         confirmed = self._confirmed.get(_bytes(message["channel"]).decode())
                         if confirmed is not None:
                             confirmed.set()
-                log.warning("redis event listener: subscription ended, resubscribing")
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 log.warning(
                     "redis event listener lost %s; retrying in %.1fs", self._where(), delay,
@@ -682,6 +690,8 @@ class RedisStore:
                     pubsub.connection.deregister_connect_callback(self._on_events_reconnect)
                 with suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            if self._closing:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, LISTENER_BACKOFF[1])
 
@@ -689,17 +699,21 @@ class RedisStore:
         """Check the server answers and start the event listener (once)."""
         await self.ping()
         if self._listener is None or self._listener.done():
+            self._closing = False
             self._listener = asyncio.create_task(
                 self._listen(), name=f"taskloom-redis-events:{self.prefix}"
             )
 
     async def close(self) -> None:
         """Stop the listener and close the connections."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._closing = True
+            with suppress(Exception):  # an empty event wakes our listener to see the flag
+                await self._redis.publish(self._channel, "")
+            _, late = await asyncio.wait({listener}, timeout=LISTEN_TICK + CLOSE_SECONDS)
+            for task in late:  # stuck in a reconnect: do not wait on it any longer
+                task.cancel()
         await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:

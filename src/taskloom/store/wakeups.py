@@ -15,14 +15,12 @@ import os
 import secrets
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 from .base import Notifier
 
 log = logging.getLogger("taskloom.store.wakeups")
 
-PEER_REFRESH_SECONDS = 1.0  # how stale the list of peer sockets may get
 MAX_DATAGRAM = 60_000  # topics beyond this in one turn are dropped: receivers poll for them
 
 
@@ -43,7 +41,7 @@ class PeerNotifier(Notifier):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[str] = set()
         self._peers: list[str] = []
-        self._peers_at = 0.0
+        self._peers_at = -1.0  # mtime of the folder when the peers were listed
 
     def start(self) -> None:
         """Bind this process's socket and listen (call on the event loop)."""
@@ -97,19 +95,24 @@ class PeerNotifier(Notifier):
             except (ConnectionRefusedError, FileNotFoundError):  # its process is gone
                 with contextlib.suppress(OSError):
                     os.unlink(peer)
-                self._peers_at = 0.0
+                self._peers_at = -1.0  # list the folder again next time
             except OSError:  # a full receive buffer: that peer will poll
                 pass
 
     def _peer_paths(self) -> list[str]:
-        now = time.monotonic()
-        if now - self._peers_at > PEER_REFRESH_SECONDS:
+        # the folder's mtime moves whenever a process binds or removes its socket: one stat
+        # per send finds a new peer at once, without listing the folder every time
+        try:
+            stamp = float(os.stat(self.folder).st_mtime_ns)
+        except OSError:
+            return []
+        if stamp != self._peers_at:
             mine = str(self._path)
             try:
                 self._peers = [str(p) for p in self.folder.iterdir() if str(p) != mine]
             except OSError:
                 self._peers = []
-            self._peers_at = now
+            self._peers_at = stamp
         return self._peers
 
     def _receive(self) -> None:
