@@ -1,0 +1,130 @@
+"""`python -m bench`: run the phases, print one table per phase, write the JSON.
+
+python -m bench --setup                 # create bench/.venv with taskloom and the peers
+python -m bench                         # every phase, store and installed peer
+python -m bench --quick                 # < 60 s smoke run: SQLite, taskloom vs huey
+python -m bench --stores redis --peers huey,saq --reps 3 --n 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from . import venv
+from .peers import PEERS, installed
+from .peers.base import STORES
+from .phases import PHASES, Settings
+from .report import print_report
+from .results import Report
+from .runner import Plan, run_sync
+
+QUICK_N = 300
+ALL_PHASES = [p.key for p in PHASES] + ["f"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quick = f"smoke run: n={QUICK_N}, 1 rep, SQLite, taskloom vs huey"
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--stores", help=f"comma list of {','.join(STORES)}")
+    parser.add_argument("--peers", help=f"comma list of {','.join(PEERS)} (default: all)")
+    parser.add_argument("--phases", help=f"comma list of {','.join(ALL_PHASES)}")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
+    parser.add_argument("--n", type=int, help=f"runs per sample (default 10000; quick {QUICK_N})")
+    parser.add_argument("--json", type=Path, help="where to write the JSON results")
+    parser.add_argument("--setup", action="store_true", help="create bench/.venv and exit")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/taskloom-bench"),
+                        help="SQLite files and worker logs")  # fmt: skip
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379"))
+    parser.add_argument("--postgres", default=os.environ.get(
+        "BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _versions(systems: list[str]) -> dict[str, str]:
+    out = {}
+    for system in systems:  # every system's name is its distribution's name
+        try:
+            out[system] = importlib.metadata.version(system)
+        except importlib.metadata.PackageNotFoundError:
+            out[system] = "?"
+    return out
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=venv.ROOT,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+    except OSError:
+        return "?"
+    return done.stdout.strip() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    err = Console(stderr=True)
+    say = err.print
+    if args.setup:
+        failed = venv.setup(say)
+        say(f"bench/.venv ready; failed: {', '.join(failed) or 'none'}")
+        return 1 if failed else 0
+    if venv.exists() and not venv.in_venv():
+        venv.reexec(argv)
+    quick = args.quick
+    stores = _split(args.stores) or (["sqlite"] if quick else list(STORES))
+    wanted = _split(args.peers) or (["huey"] if quick else list(PEERS))
+    notes = []
+    if quick and "huey" in wanted and not venv.quick_huey(say):
+        notes.append("huey could not be installed for the quick run: taskloom only")
+    peers = [p for p in wanted if installed(p)]
+    missing = [p for p in wanted if p not in peers]
+    if missing:
+        notes.append(f"not installed (run `python -m bench --setup`): {', '.join(missing)}")
+    n = args.n or (QUICK_N if quick else 10_000)
+    settings = Settings(
+        n=n, reps=args.reps or (1 if quick else 3), latency_runs=min(200, n),
+        sleep_runs=min(1000, n), workdir=args.workdir,
+    )  # fmt: skip
+    plan = Plan(stores, ["taskloom", *peers], settings, _split(args.phases) or ALL_PHASES,
+                args.redis, args.postgres)  # fmt: skip
+    started = time.time()
+    report: Report = run_sync(plan, say)
+    report.notes[:0] = notes
+    report.meta = {
+        "argv": argv, "quick": quick, "n": n, "reps": settings.reps, "stores": stores,
+        "systems": _versions(list(plan.systems)), "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
+        "commit": _commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+    }  # fmt: skip
+    print_report(report)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    default = venv.ROOT / "bench" / "results" / f"{'quick' if quick else 'run'}-{stamp}.json"
+    path = report.write(args.json or default)
+    say(f"JSON: {path} ({report.meta['seconds']} s)")
+    return 0 if report.measurements else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
