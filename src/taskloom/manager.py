@@ -83,9 +83,9 @@ class TaskManager:
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
     ) -> None:
-        url = store if isinstance(store, str) or store is None else None
-        url = url or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL
-        self.store: Store = open_store(url) if isinstance(store, str) or store is None else store
+        if store is None or isinstance(store, str):
+            store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
+        self.store: Store = store
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
