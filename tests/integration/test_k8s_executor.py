@@ -15,7 +15,6 @@ import pytest
 
 pytest.importorskip("kubernetes_asyncio")
 
-from kubernetes_asyncio.client import Configuration
 
 from taskloom import (
     ConfigError,
@@ -109,15 +108,6 @@ async def fake() -> AsyncIterator[FakeKubernetes]:
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture
-async def client(fake: FakeKubernetes) -> AsyncIterator[K8sClient]:
-    k8s = K8sClient(configuration=Configuration(host=fake.url))
-    try:
-        yield k8s
-    finally:
-        await k8s.close()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("kubernetes_asyncio")
 
-from kubernetes_asyncio.client import Configuration
 
 from taskloom import ConfigError, K8sConfig, Resources, TaskManager
 from taskloom.executors.kubernetes import KubernetesExecutor
@@ -85,15 +84,6 @@ async def fake() -> AsyncIterator[FakeKubernetes]:
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture
-async def client(fake: FakeKubernetes) -> AsyncIterator[K8sClient]:
-    k8s = K8sClient(configuration=Configuration(host=fake.url))
-    try:
-        yield k8s
-    finally:
-        await k8s.close()
 
 
 @pytest.fixture

@@ -22,21 +22,6 @@ from taskloom import (
 from taskloom.testing import FakeClock, run_burst
 
 
-async def wait_state(
-    m: TaskManager, run_id: str, *states: TaskState, timeout: float = 5
-) -> TaskRun:
-    """Wait (push-based) until the run reaches one of `states`."""
-    store = m.store
-    with store.notifier.watch(f"run:{run_id}") as changed:
-        async with asyncio.timeout(timeout):
-            while True:
-                run = await m.get_run(run_id)
-                if run.state in states:
-                    return run
-                await changed.wait()
-                changed.clear()
-
-
 async def test_retry_backoff_on_fake_clock() -> None:
     calls: list[int] = []
 
