@@ -1,5 +1,5 @@
 -- ARGV: P, worker JSON, start JSON, now, lease expiry, token base, limit, all ("1"/"0"), queues...
--- Returns record, token, record, token, ...
+-- Returns record, token, id, record, token, id, ...
 local worker, start, now, expires, base = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local limit = tonumber(ARGV[7])
 local all = ARGV[8] == '1'
@@ -41,6 +41,7 @@ for j = 1, math.min(limit, #cands) do
     redis.call('ZADD', P .. 'leases', expires, id)
     out[#out + 1] = record(key)
     out[#out + 1] = token
+    out[#out + 1] = id
   else  -- a stale entry (the record was deleted or changed behind our back): drop it
     redis.call('ZREM', cands[j][3], id)
   end
