@@ -7,7 +7,7 @@ from typing import Any
 from ..policies import bound_secrets
 from ..run import TaskRun
 from ..task import Task
-from .base import RunEnv, with_timeout
+from .base import RunEnv, contained, with_timeout
 
 
 async def _call(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Any:
@@ -31,4 +31,4 @@ class InlineExecutor:
     ) -> Any:
         """Await the task's function here."""
         call = _call(task, run, kwargs) if task.secrets else task.invoke(run, kwargs)
-        return await with_timeout(call, timeout, task.name)
+        return await with_timeout(contained(call, run.id), timeout, task.name)

@@ -16,7 +16,7 @@ from typing import Any
 from ..policies import bound_secrets
 from ..run import TaskRun
 from ..task import Task
-from .base import RunEnv, with_timeout
+from .base import RunEnv, contained_sync, with_timeout
 
 
 class ThreadExecutor:
@@ -47,7 +47,7 @@ class ThreadExecutor:
             self._running += 1
         try:
             with bound_secrets(task.secrets, run):
-                return task.invoke_sync(run, kwargs)
+                return contained_sync(lambda: task.invoke_sync(run, kwargs), run.id)
         finally:
             with self._lock:
                 self._running -= 1
