@@ -25,7 +25,9 @@ Keys (``P`` is the prefix)::
   P lock:<name>              hash holder, expires
   P kv:<key>                 hash v (value), x (expiry or "")
   P workers                  hash worker -> JSON {seen, expires, info}
-  P events                   pub/sub channel: "queue" and "cancel" for every process
+  P events                   pub/sub channel: "cancel" for every process
+  P events:queue             pub/sub channel: "queue" (work may be due), subscribed only while a
+                             process here consumes
   P events:run:<id>          pub/sub channel per run, subscribed only while a process waits on it
 
 Why one hash field per record field: the scripts edit records (state, worker, start, progress,
@@ -45,6 +47,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from importlib import resources
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -58,12 +61,14 @@ from .records import claimed, decode_or_stand_in, decode_run
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.client import PubSub
-    from redis.asyncio.connection import Connection
+    from redis.asyncio.connection import Connection, UnixDomainSocketConnection
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.commands.core import AsyncScript
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from .redis_wire import Address, ScriptConnection  # hiredis comes with the extra
 except ImportError as exc:  # pragma: no cover - the extra is installed in tests
     raise missing_extra("redis", "redis") from exc
 
@@ -125,10 +130,10 @@ _FIELD_NAMES: dict[str, bytes] = {name: name.encode() for name in TaskRun.model_
 def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     """ARGV items for one run: id, dedup key or "", and its fields packed for the scripts'
     write(): name, JSON value, name, ... joined by byte 31."""
-    parts: list[bytes] = []
-    for name, value in run.model_dump(mode="json").items():
-        parts.append(_FIELD_NAMES[name])
-        parts.append(orjson.dumps(value))
+    values = run.model_dump(mode="json")
+    # zip/map/chain keep the per-field loop in C: this runs once per queued or finished run
+    names = map(_FIELD_NAMES.__getitem__, values)
+    parts = list(chain.from_iterable(zip(names, map(orjson.dumps, values.values()), strict=True)))
     # same order as MemoryStore: priority, then execute_after or queued time (then id)
     at = ts(run.execute_after) or ts(run.queued) or 0.0
     score = run.priority.rank * RANK_SPAN + min(max(at, 0.0), RANK_SPAN - 1)
@@ -202,6 +207,12 @@ class RedisStore:
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
+        # scripts go over one multiplexed socket (plain TCP or unix; TLS keeps redis-py's pool)
+        plain = pool.connection_class in (Connection, UnixDomainSocketConnection)
+        kwargs = pool.connection_kwargs
+        self._wire = (
+            ScriptConnection(Address.from_pool_kwargs(kwargs), lua_scripts()) if plain else None
+        )
         self._listener: asyncio.Task[None] | None = None
         # `run:<id>` events go to a channel per run, subscribed only while someone here
         # waits on that run: every worker receiving every run's event cost more than the run
@@ -212,6 +223,9 @@ class RedisStore:
         self.notifier.on_unwatch = self._unwatch
         self.notifier.on_settle = self._settle
         self._confirmed: dict[str, asyncio.Event] = {}  # run channel -> subscribe confirmed
+        self._pushed: dict[str, bytes] = {}  # run topic -> record its finish message carried
+        self._channel_bytes = self._channel.encode()
+        self._topic_at = len(self._channel_bytes) + 1  # "<prefix>events:" before a topic
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -232,13 +246,31 @@ class RedisStore:
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
         """Call one script with the prefix as ARGV[1]."""
         with self._unavailable():
+            if self._wire is not None:
+                return await self._wire.call(script, [self.prefix, *args])
             return await self._scripts[script](args=[self.prefix, *args])
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     def _run_channel(self, topic: str) -> str | None:
-        return f"{self.prefix}events:{topic}" if topic.startswith("run:") else None
+        # `queue` has its own channel, subscribed only where a consumer watches it: a producer
+        # process would otherwise receive (and parse) one message per run anybody queues
+        if topic == "queue" or topic.startswith("run:"):
+            return f"{self.prefix}events:{topic}"
+        return None
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        """Wake the watchers of a message's topic; keep a finished record a waiter will read."""
+        if channel == self._channel_bytes:  # the shared channel names the topic in the data
+            if data:
+                self.notifier.publish(data.decode())
+            return
+        name = channel.decode()
+        topic = name[self._topic_at :]
+        if data[:1] == b"{" and name in self._confirmed:  # finish sent the record itself
+            self._pushed[topic] = data
+        self.notifier.publish(topic)
 
     def _watch(self, topic: str) -> None:
         channel = self._run_channel(topic)
@@ -249,6 +281,7 @@ class RedisStore:
 
     def _unwatch(self, topic: str) -> None:
         channel = self._run_channel(topic)
+        self._pushed.pop(topic, None)
         if channel is not None:
             self._confirmed.pop(channel, None)
             if self._pubsub is not None:
@@ -304,8 +337,7 @@ class RedisStore:
                         continue
                     kind = message["type"]
                     if kind == "message":
-                        if message["data"]:
-                            self.notifier.publish(message["data"].decode())
+                        self._received(_bytes(message["channel"]), message["data"])
                     elif kind == "subscribe":
                         confirmed = self._confirmed.get(_bytes(message["channel"]).decode())
                         if confirmed is not None:
@@ -347,6 +379,8 @@ class RedisStore:
             _, late = await asyncio.wait({listener}, timeout=LISTEN_TICK + CLOSE_SECONDS)
             for task in late:  # stuck in a reconnect: do not wait on it any longer
                 task.cancel()
+        if self._wire is not None:
+            self._wire.close()
         await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:
@@ -478,6 +512,13 @@ class RedisStore:
 
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
+        pushed = self._pushed.pop(f"run:{run_id}", None)
+        if pushed is not None:
+            # the record a finish published while this process waits on the run: a finished
+            # record only changes again by an explicit save, which publishes again
+            run = _decode(pushed, run_id)
+            if run.is_done:
+                return run
         [blob] = await self._run("load", [run_id])
         return None if blob is None else _decode(blob, run_id)
 

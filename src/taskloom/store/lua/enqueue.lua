@@ -27,5 +27,5 @@ for i = 2, #ARGV, 3 do
     out[#out + 1] = ''
   end
 end
-redis.call('PUBLISH', P .. 'events', 'queue')
+redis.call('PUBLISH', P .. 'events:queue', 'queue')
 return out

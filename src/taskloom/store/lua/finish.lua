@@ -18,11 +18,16 @@ for i = 2, #ARGV, 3 do
     elseif DONE[new.state] then
       release_dedup(key, id)
     end
-    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
+    -- a waiter gets the record in the message: no read after its wake-up (and a run nobody
+    -- waits on costs no message at all)
+    local channel = P .. 'events:run:' .. id
+    if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+      redis.call('PUBLISH', channel, record(key))
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-if requeued then redis.call('PUBLISH', P .. 'events', 'queue') end
+if requeued then redis.call('PUBLISH', P .. 'events:queue', 'queue') end
 return out

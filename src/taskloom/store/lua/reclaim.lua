@@ -23,5 +23,5 @@ for _, id in ipairs(ids) do
     out[#out + 1] = record(key)
   end
 end
-if #out > 1 then redis.call('PUBLISH', P .. 'events', 'queue') end
+if #out > 1 then redis.call('PUBLISH', P .. 'events:queue', 'queue') end
 return out

@@ -8,5 +8,5 @@ local new = view(key)
 if dedup ~= '' and ACTIVE[new.state] then redis.call('HSET', P .. 'dedup', dedup, id) end
 reindex(id, old, new)
 redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
-if new.state == 'queued' then redis.call('PUBLISH', P .. 'events', 'queue') end
+if new.state == 'queued' then redis.call('PUBLISH', P .. 'events:queue', 'queue') end
 return 1

@@ -1,0 +1,88 @@
+"""The Redis store's hot path: channels a producer does not need are not subscribed, and a
+waiter gets the finished record in the completion message instead of reading it again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taskloom.run import TaskRun, TaskState
+from taskloom.store.base import dt
+from tests.conftest import IN_CI, redis_url, unavailable
+
+try:
+    import redis.asyncio as aioredis
+except ImportError as exc:  # the redis extra is missing: a failure in CI
+    if IN_CI:
+        raise
+    pytest.skip(f"redis extra missing: {exc}", allow_module_level=True)
+
+from taskloom.store.redis import RedisStore
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[RedisStore, RedisStore, aioredis.Redis]]:
+    url = redis_url()
+    if not url:
+        unavailable("TASKLOOM_TEST_REDIS_URL not set")
+        raise AssertionError
+    prefix = f"hot{uuid.uuid4().hex[:10]}:"
+    sep = "&" if "?" in url else "?"
+    a, b = RedisStore(f"{url}{sep}prefix={prefix}"), RedisStore(f"{url}{sep}prefix={prefix}")
+    await a.connect()
+    await b.connect()
+    raw = aioredis.Redis.from_url(url)
+    try:
+        yield a, b, raw
+    finally:
+        await a.drop()
+        await a.close()
+        await b.close()
+        await raw.aclose()
+
+
+async def _subscribers(raw: aioredis.Redis, channel: str) -> int:
+    [(_name, count)] = await raw.pubsub_numsub(channel)
+    return int(count)
+
+
+async def test_queue_channel_is_subscribed_only_while_a_consumer_watches(
+    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
+) -> None:
+    a, b, raw = stores
+    channel = f"{a.prefix}events:queue"
+    assert await _subscribers(raw, channel) == 0  # two connected producers: no queue events
+    with b.notifier.watch("queue") as woke:
+        await b.notifier.settle()
+        assert await _subscribers(raw, channel) == 1
+        await a.enqueue([TaskRun(task="t", state=TaskState.queued, queued=dt(T0))])
+        await woke.wait()  # the other store's consumer hears of the new run
+    await b.notifier.settle()
+    assert await _subscribers(raw, f"{a.prefix}events:run:x") == 0
+
+
+async def test_a_waiter_gets_the_finished_record_in_the_message(
+    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
+) -> None:
+    worker, waiter, _raw = stores
+    run = TaskRun(task="t", state=TaskState.queued, queued=dt(T0))
+    await worker.enqueue([run])
+    with waiter.notifier.watch(f"run:{run.id}") as changed:
+        await waiter.notifier.settle()
+        [lease] = await worker.claim("w", None, 1, 30.0, T0)
+        done = lease.run.model_copy(
+            update={"state": TaskState.success, "result": {"x": [1, 2.5, "é"]}, "end": dt(T0 + 1)}
+        )
+        assert await worker.finish([(lease, done)]) == [True]
+        await changed.wait()
+        assert f"run:{run.id}" in waiter._pushed  # carried by the message, not read back
+        got = await waiter.get(run.id)
+    assert got is not None and got.state is TaskState.success
+    assert got.result == {"x": [1, 2.5, "é"]}
+    assert waiter._pushed == {}
+    again = await waiter.get(run.id)  # nobody waits any more: read from the server
+    assert again == got
