@@ -3,6 +3,7 @@ waiter gets the finished record in the completion message instead of reading it 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -63,6 +64,21 @@ async def test_queue_channel_is_subscribed_only_while_a_consumer_watches(
         await woke.wait()  # the other store's consumer hears of the new run
     await b.notifier.settle()
     assert await _subscribers(raw, f"{a.prefix}events:run:x") == 0
+
+
+async def test_a_watch_made_while_the_listener_starts_is_subscribed(
+    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
+) -> None:
+    a, _b, raw = stores
+    fresh = RedisStore(f"{a.url}")
+    await fresh.connect()
+    await asyncio.sleep(0)  # the listener starts its first subscribe; the watch comes meanwhile
+    try:
+        with fresh.notifier.watch("queue"):
+            await fresh.notifier.settle()
+            assert await _subscribers(raw, f"{a.prefix}events:queue") == 1
+    finally:
+        await fresh.close()
 
 
 async def test_a_waiter_gets_the_finished_record_in_the_message(

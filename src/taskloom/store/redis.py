@@ -323,6 +323,11 @@ class RedisStore:
                 watched = [c for t in self.notifier.topics if (c := self._run_channel(t))]
                 await pubsub.subscribe(self._channel, *watched)
                 self._pubsub = pubsub
+                # watches made while that subscribe was on its way found no pubsub yet
+                late = {c for t in self.notifier.topics if (c := self._run_channel(t))}
+                late.difference_update(watched)
+                if late:
+                    await pubsub.subscribe(*late)
                 if pubsub.connection is not None:  # redis-py's own reconnects land here
                     pubsub.connection.register_connect_callback(self._on_events_reconnect)
                 if delay > LISTENER_BACKOFF[0]:

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -37,6 +38,9 @@ from .wakeups import PeerNotifier, wake_folder
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
+CHECKPOINT_EVERY = 500  # writes on the loop's connection between two WAL checkpoints
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_BUSY = object()
 _MEMORY = ":memory:"
 _PRIORITY_BY_RANK = {p.rank: p for p in TaskPriority}
 _DONE_SQL = ", ".join(f"'{s.value}'" for s in TaskState if s.is_done)
@@ -190,6 +194,7 @@ _SET_COLUMNS = ", ".join(f"{c} = ?" for c in _COLUMNS)
 _INSERT = (
     f"INSERT INTO runs (id, {', '.join(_COLUMNS)}) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})"
 )
+_INSERT_NEW = f"{_INSERT} ON CONFLICT (id) DO NOTHING"
 _UPSERT = (
     f"{_INSERT} ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
@@ -274,6 +279,12 @@ class SQLiteStore:
         )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        # A second connection on the event loop's thread for the producer's calls (enqueue,
+        # get): it never waits for a lock (busy_timeout 0), so the loop blocks only for the
+        # statement itself; when the file is busy the call takes the thread as before.
+        self._here: sqlite3.Connection | None = None
+        self._here_thread = 0
+        self._here_writes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -288,8 +299,20 @@ class SQLiteStore:
             self._executor = None
             executor.shutdown(wait=False)
             raise
+        if self.path != _MEMORY:  # a second in-memory connection would be another database
+            self._here = self._open_here()
+            self._here_thread = threading.get_ident()
         if isinstance(self.notifier, PeerNotifier):
             self.notifier.start()
+
+    def _open_here(self) -> sqlite3.Connection:
+        with _translated(self.path):
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # checkpoints (an fsync) run on the store's thread, never on the loop: see _here_call
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
 
     def _open(self) -> None:
         if sqlite3.sqlite_version_info < (3, 35, 0):
@@ -320,6 +343,9 @@ class SQLiteStore:
             return
         if isinstance(self.notifier, PeerNotifier):
             self.notifier.stop()
+        here, self._here = self._here, None
+        if here is not None:
+            here.close()
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
         finally:
@@ -352,6 +378,36 @@ class SQLiteStore:
             raise StoreUnavailableError(f"sqlite store {self.path} is not connected")
         return await asyncio.get_running_loop().run_in_executor(executor, self._call, work)
 
+    async def _run_here(self, work: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
+        """`work` on the loop's own connection when the file is free, else on the thread."""
+        conn = self._here
+        if conn is not None and threading.get_ident() == self._here_thread:
+            try:
+                with _translated(self.path):
+                    out: T | object
+                    try:
+                        out = work(conn)
+                    except sqlite3.OperationalError as exc:
+                        if exc.sqlite_errorcode & 0xFF not in _BUSY_CODES:  # primary code
+                            raise
+                        out = _BUSY  # another connection holds the lock: wait on the thread
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
+            if out is not _BUSY:
+                if writes:
+                    self._here_writes += 1
+                    if self._here_writes % CHECKPOINT_EVERY == 0:
+                        self._checkpoint_soon()
+                await asyncio.sleep(0)  # as fair to the loop's other tasks as a thread hop
+                return cast(T, out)
+        return await self._run(work)
+
+    def _checkpoint_soon(self) -> None:
+        executor = self._executor
+        if executor is not None:  # not awaited: it only keeps the WAL file from growing
+            executor.submit(self._call, lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
         if conn is None:
@@ -365,6 +421,12 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> list[TaskRun]:
             rows = [(run.id, *_record(run)) for run in batch]  # before the lock: keep it short
+            if len(batch) == 1 and not batch[0].dedup_key:  # the per-call path: one statement
+                with _immediate(conn):
+                    if conn.execute(_INSERT_NEW, rows[0]).rowcount == 1:
+                        return list(batch)
+                    found = conn.execute("SELECT data FROM runs WHERE id = ?", (batch[0].id,))
+                    return [decode_or_stand_in(found.fetchone()[0])]
             keys = sorted({run.dedup_key for run in batch if run.dedup_key})
             out: list[TaskRun] = []
             with _immediate(conn):
@@ -401,7 +463,7 @@ class SQLiteStore:
                 conn.executemany(_INSERT, new_rows)
             return out
 
-        out = await self._run(work) if batch else []
+        out = await self._run_here(work, writes=True) if batch else []
         self.notifier.publish("queue")
         return out
 
@@ -568,7 +630,7 @@ class SQLiteStore:
             row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
             return None if row is None else _load(row[0], run_id)
 
-        return await self._run(work)
+        return await self._run_here(work, writes=False)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         clauses: list[str] = []
