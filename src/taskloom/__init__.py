@@ -16,6 +16,7 @@ from .errors import (
     Retry,
     RunNotFoundError,
     ScheduleError,
+    ScheduleNotFoundError,
     StoreUnavailableError,
     TaskFailedError,
     TaskloomError,
@@ -33,6 +34,7 @@ from .policies import (
     Secret,
     Trigger,
 )
+from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_process
 from .scheduler import TaskScheduler
 from .schedules import CronTab, Every, Schedule, crontab, every
@@ -53,6 +55,7 @@ __all__ = [
     "LeaseLostError",
     "NonRetryableError",
     "PayloadTooLargeError",
+    "RateLimit",
     "RateLimitError",
     "ReplayMismatchError",
     "Resources",
@@ -63,6 +66,7 @@ __all__ = [
     "RunNotFoundError",
     "Schedule",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "Secret",
     "StoreUnavailableError",
     "Task",

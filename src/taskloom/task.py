@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from .errors import ConfigError
 from .interface import Interface, check_size
 from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
+from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule
 
@@ -51,6 +52,7 @@ class Task:
     tags: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     rate_limit_retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # starts per window, across every worker
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     cache: Cache | None = None
@@ -277,6 +279,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = TaskPriority(value or TaskPriority.medium)
         elif key == "max_concurrency":
             value = int(value or 0)
+        elif key == "rate_limit" and value is not None:
+            value = parse_rate_limit(value)
         elif key == "cpu_bound" or key == "interruptible" or key == "report":
             value = bool(value)
         elif key == "executor" and value is not None and value not in EXECUTORS:
@@ -326,6 +330,7 @@ def task(
     tags: Sequence[str] | None = None,
     retry: RetryPolicy | int | None = None,
     rate_limit_retry: RetryPolicy | None = None,
+    rate_limit: RateLimit | str | None = None,
     env: Mapping[str, str] | None = None,
     resources: Resources | None = None,
     cache: CacheSpec = None,
