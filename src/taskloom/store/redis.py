@@ -689,7 +689,7 @@ class RedisStore:
                 if pubsub.connection is not None:  # it goes back to the pool: unhook it
                     pubsub.connection.deregister_connect_callback(self._on_events_reconnect)
                 with suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    await pubsub.aclose()
             if self._closing:
                 return
             await asyncio.sleep(delay)
