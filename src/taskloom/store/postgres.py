@@ -25,8 +25,21 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from ..errors import ConfigError, StoreUnavailableError, missing_extra
+from ..ratelimit import RateLimit
 from ..run import TaskPriority, TaskRun, TaskState
-from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .base import (
+    ACTIVE_STATES,
+    Beat,
+    BeatReply,
+    Claimed,
+    Lease,
+    Notifier,
+    RunQuery,
+    WorkerInfo,
+    dt,
+    ts,
+)  # fmt: skip
+from .postgres_control import PostgresControl, task_limits_json
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -181,7 +194,7 @@ async def _keep_session(conn: Connection) -> None:
     return None
 
 
-class PostgresStore:
+class PostgresStore(PostgresControl):
     """A store in one PostgreSQL schema, shared by every process that opens the same URL."""
 
     def __init__(self, url: str) -> None:
@@ -426,6 +439,8 @@ class PostgresStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` due runs, by priority then FIFO, in one statement."""
         if limit <= 0:
@@ -447,13 +462,21 @@ class PostgresStore:
             retry = True
             if not rows:
                 rows = await conn.fetch(
-                    self._q["claim"], now, queue_list, limit, worker, expires, _iso(now), token
-                )
+                    self._q["claim"], now, queue_list, limit, worker, expires, _iso(now), token,
+                    limits,
+                )  # fmt: skip
             return rows
 
+        limits = task_limits_json(rate_limits)
         rows = await self._run(op)
-        rows = sorted(rows, key=lambda r: (r["priority_rank"], r["due"], r["id"]))
-        return [Lease(_load(r["data"]), r["lease_token"], expires) for r in rows]
+        out = Claimed()
+        out.retry_at = next((r["retry_at"] for r in rows if r["id"] is None), None)
+        rows = sorted(
+            (r for r in rows if r["id"] is not None),
+            key=lambda r: (r["priority_rank"], r["due"], r["id"]),
+        )
+        out.extend(Lease(_load(r["data"]), r["lease_token"], expires) for r in rows)
+        return out
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float
