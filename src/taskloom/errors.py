@@ -7,7 +7,7 @@
     ├── InvalidParamsError (also ValueError)
     ├── PayloadTooLargeError
     ├── ScheduleError (also ValueError)
-    ├── ScheduleNotFoundError (also KeyError)
+    │   └── ScheduleNotFoundError (also KeyError)
     ├── ConfigError
     ├── StoreUnavailableError
     ├── RunNotFoundError (also KeyError)
@@ -71,7 +71,7 @@ class ScheduleError(TaskloomError, ValueError):
     """A schedule (cron expression, time zone, interval) is invalid."""
 
 
-class ScheduleNotFoundError(TaskloomError, KeyError):
+class ScheduleNotFoundError(ScheduleError, KeyError):
     """No schedule of that name exists (in code or stored)."""
 
     def __init__(self, name: str) -> None:
