@@ -4,6 +4,7 @@ and a schedule added through the CLI firing once per tick with two schedulers ru
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -68,6 +69,14 @@ async def test_two_workers_hold_one_rate_limit(kind: str, tmp_path: Path) -> Non
     assert sorted(int(i) for i, _pid, _t in lines) == list(range(RUNS))
 
 
+def _scheduler(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "scheduler", "--app", APP, "--lock-ttl", "3",
+         "--log-level", "WARNING"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "taskloom", *args, "--app", APP],
@@ -82,14 +91,7 @@ async def test_cli_schedule_fires_once_per_tick_with_two_schedulers(
     url = store_url(kind, tmp_path)
     env = {**os.environ, "TASKLOOM_STORE": url, "PYTHONPATH": PYTHONPATH}
     async with TaskManager(url, tasks=[report]) as m:
-        schedulers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "taskloom", "scheduler", "--app", APP, "--lock-ttl", "3",
-                 "--log-level", "WARNING"],
-                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
-            for _ in range(2)
-        ]
+        schedulers = [_scheduler(env), _scheduler(env)]
         try:
             added = _cli("schedule", "add", "beat", "report", "--every", "1s", "day=7", env=env)
             assert added.returncode == 0, added.stderr
@@ -114,4 +116,4 @@ async def test_cli_schedule_fires_once_per_tick_with_two_schedulers(
     assert set(fires.values()) == {1}, f"a tick fired twice: {fires}"
     assert all(r.params == {"day": 7} for r in runs)
     ticks = sorted(fires)
-    assert all((b - a).total_seconds() == 1 for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(ticks))
