@@ -28,6 +28,7 @@ log = logging.getLogger("taskloom.schedules")
 
 KEY_PREFIX = "stored:"  # entry key of a stored schedule; code entries are task[:trigger]
 MAX_NAME = 200
+MAX_EVERY = timedelta(days=3660)  # ten years: beyond that an interval is a typo
 
 
 class StoredSchedule(BaseModel):
@@ -86,6 +87,8 @@ def from_request(every_seconds: float | None, cron: str | None, tz: str | None) 
     if every_seconds is not None:
         if tz is not None:
             raise ScheduleError("tz applies to cron schedules only")
+        if not 0 < every_seconds <= MAX_EVERY.total_seconds():
+            raise ScheduleError(f"every must be > 0 and at most {MAX_EVERY}, got {every_seconds}")
         return every(timedelta(seconds=every_seconds))
     assert cron is not None
     return crontab(cron, tz)

@@ -45,6 +45,10 @@ def router(ctx: ApiContext) -> APIRouter:
     api = APIRouter(prefix="/api")
     manager = ctx.manager
     missing: Responses = {404: {"model": Problem, "description": "unknown schedule"}}
+    gone: Responses = {
+        **missing,
+        409: {"model": Problem, "description": "a schedule in code: switch it off"},
+    }
 
     @api.get("/queues", response_model=list[QueueInfo], tags=["queues"], summary="List queues")
     async def list_queues() -> list[QueueInfo]:
@@ -90,7 +94,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @api.delete(
         "/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["schedules"],
-        summary="Remove a stored schedule", responses=missing,
+        summary="Remove a stored schedule", responses=gone,
     )  # fmt: skip
     async def delete_schedule(name: str) -> Response:
         try:
