@@ -40,6 +40,7 @@ from .base import (
     ts,
 )  # fmt: skip
 from .postgres_control import PostgresControl, task_limits_json
+from .records import claimed, decode_or_stand_in, decode_run
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -136,8 +137,8 @@ def _json(run: TaskRun) -> str:
     return run.model_dump_json()
 
 
-def _load(data: str) -> TaskRun:
-    return TaskRun.model_validate_json(data)
+def _load(data: str, run_id: str) -> TaskRun:
+    return decode_run(data, run_id)
 
 
 def _iso(seconds: float) -> str:
@@ -413,7 +414,7 @@ class PostgresStore(PostgresControl):
                     [c.id for c in skipped],
                     [c.dedup_key for c in skipped if c.dedup_key],
                 )
-                existing = {(r["kind"], r["match"]): _load(r["data"]) for r in found}
+                existing = {(r["kind"], r["match"]): decode_or_stand_in(r["data"]) for r in found}
             return inserted, existing
 
         # Idempotent: a retry finds the rows the lost attempt inserted and returns them.
@@ -468,14 +469,18 @@ class PostgresStore(PostgresControl):
             return rows
 
         limits = task_limits_json(rate_limits)
-        rows = await self._run(op)
-        out = Claimed()
-        out.retry_at = next((r["retry_at"] for r in rows if r["id"] is None), None)
+        everything = await self._run(op)
         rows = sorted(
-            (r for r in rows if r["id"] is not None),
+            (r for r in everything if r["id"] is not None),
             key=lambda r: (r["priority_rank"], r["due"], r["id"]),
         )
-        out.extend(Lease(_load(r["data"]), r["lease_token"], expires) for r in rows)
+        leases, unreadable = claimed(
+            ((r["id"], r["lease_token"], r["data"]) for r in rows), expires, now
+        )
+        if unreadable:
+            await self.finish(unreadable)
+        out = Claimed(leases)
+        out.retry_at = next((r["retry_at"] for r in everything if r["id"] is None), None)
         return out
 
     async def heartbeat(
@@ -548,7 +553,9 @@ class PostgresStore(PostgresControl):
 
         # A retry after a lost reply returns only what it requeued itself; the rest is queued.
         rows = await self._run(op)
-        out = [_load(r["data"]) for r in rows]
+        # an unreadable record stays queued: the claim that takes it fails it
+        out = [decode_or_stand_in(r["data"], r["id"]) for r in rows]
+        out = [run for run in out if run.state is TaskState.queued]
         for run in out:
             self.notifier.publish_run(run.id)
         if out:
@@ -578,13 +585,13 @@ class PostgresStore(PostgresControl):
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
         data = await self._run(lambda conn: conn.fetchval(self._q["get"], run_id))
-        return None if data is None else _load(data)
+        return None if data is None else _load(data, run_id)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         """Runs matching `q`, newest first."""
         sql, args = _query_sql(q)
         rows: list[Record] = await self._run(lambda conn: conn.fetch(sql, *args))
-        return [_load(r["data"]) for r in rows]
+        return [decode_or_stand_in(r["data"], r["id"]) for r in rows]
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs by priority."""
@@ -607,7 +614,7 @@ class PostgresStore(PostgresControl):
         if row is None:
             return None
         self.notifier.publish_run(run_id)
-        return _load(row["data"])
+        return _load(row["data"], run_id)
 
     async def purge(self, before: float) -> int:
         """Delete finished runs that ended before `before`."""
@@ -732,7 +739,7 @@ def _query_sql(q: RunQuery) -> tuple[str, list[Any]]:
     if q.tags:
         add("tags @> ?::text[]", list(q.tags))
     args.append(q.limit)
-    sql = "SELECT data FROM runs"
+    sql = "SELECT id, data FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     return f"{sql} ORDER BY id DESC LIMIT ${len(args)}", args
