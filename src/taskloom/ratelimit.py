@@ -9,9 +9,11 @@ slot frees; the arithmetic for that time lives here, so every store computes the
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+
+import orjson
 
 from .errors import ConfigError
 
@@ -81,6 +83,11 @@ def free_at(starts: Sequence[float], count: int, per: float, k: int) -> float:
     """
     m = len(starts)
     return starts[m - count + k % count] + per * (k // count + 1)
+
+
+def limits_json(limits: Mapping[str, RateLimit] | None) -> str:
+    """Task limits as the claim scripts and statements take them: {task: [count, per]}."""
+    return orjson.dumps({n: [lim.count, lim.seconds] for n, lim in (limits or {}).items()}).decode()
 
 
 def key_for_task(name: str) -> str:

@@ -11,7 +11,7 @@ from taskloom.errors import CorruptRecordError
 from taskloom.ratelimit import RateLimit
 from taskloom.run import TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, RunQuery, Store
-from taskloom.store.base import dt
+from taskloom.store.base import QueueSettings, dt
 
 from ..raw_records import Damage, damage_record
 
@@ -362,7 +362,7 @@ async def test_paused_queue_accepts_runs_but_is_not_claimed(store: Store) -> Non
     await store.set_queue_paused("a", False)
     got = await store.claim("w", ["a"], 10, 30, T0)
     assert {x.run.id for x in got} == {a.id, later.id}
-    assert not (await store.queue_settings())["a"].paused
+    assert not (await store.queue_settings()).get("a", QueueSettings()).paused
 
 
 async def test_pause_lets_running_runs_finish(store: Store) -> None:
@@ -444,7 +444,7 @@ async def test_queue_rate_limit_is_stored_and_enforced(store: Store) -> None:
     assert await store.claim("w", None, 5, 30, T0 + 29) == []
     assert [x.run.id for x in await store.claim("w", None, 5, 30, T0 + 30)] == [b.id]
     await store.set_queue_rate_limit("q", None)
-    assert (await store.queue_settings())["q"].rate_limit is None
+    assert (await store.queue_settings()).get("q", QueueSettings()).rate_limit is None
 
 
 async def test_stored_schedules_put_list_delete(store: Store) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from ..errors import ConfigError, StoreUnavailableError, missing_extra
-from ..ratelimit import RateLimit
+from ..ratelimit import RateLimit, limits_json
 from ..run import TaskPriority, TaskRun, TaskState
 from .base import (
     ACTIVE_STATES,
@@ -39,7 +39,7 @@ from .base import (
     dt,
     ts,
 )  # fmt: skip
-from .postgres_control import PostgresControl, task_limits_json
+from .postgres_control import PostgresControl
 from .records import claimed, decode_or_stand_in, decode_run
 
 try:
@@ -468,7 +468,7 @@ class PostgresStore(PostgresControl):
                 )  # fmt: skip
             return rows
 
-        limits = task_limits_json(rate_limits)
+        limits = limits_json(rate_limits)
         everything = await self._run(op)
         rows = sorted(
             (r for r in everything if r["id"] is not None),

@@ -6,7 +6,7 @@ limits; these are the writes and reads around it, one named query each.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -16,14 +16,6 @@ from .base import Notifier, QueueSettings, QueueStats
 
 T = TypeVar("T")
 _RANKS = {p.rank: p for p in TaskPriority}
-
-
-def task_limits_json(rate_limits: Mapping[str, RateLimit] | None) -> str:
-    """The claim's task-limit argument: {task: [count, per seconds]}."""
-    import orjson
-
-    limits = {name: [lim.count, lim.seconds] for name, lim in (rate_limits or {}).items()}
-    return orjson.dumps(limits).decode()
 
 
 class PostgresControl:
