@@ -106,3 +106,21 @@ local function iso_time(t)
   return string.format('"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"', y, m, d,
                        math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, micros)
 end
+
+-- Queued runs of queue `q` by rank: {rank 0, rank 1, rank 2}. Delayed runs are scored by
+-- time, so their rank comes from their ready score.
+local function queue_depth(q, span)
+  local counts = {0, 0, 0}
+  for r = 0, 2 do
+    counts[r + 1] = redis.call('ZCOUNT', P .. 'ready:' .. q,
+      string.format('%.17g', r * span), '(' .. string.format('%.17g', (r + 1) * span))
+  end
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'delayed:' .. q, 0, -1)) do
+    local score = tonumber(redis.call('HGET', P .. 'run:' .. id, '_score'))
+    if score then
+      local r = math.min(2, math.floor(score / span))
+      counts[r + 1] = counts[r + 1] + 1
+    end
+  end
+  return counts
+end

@@ -4,27 +4,17 @@
 local span = tonumber(ARGV[2])
 local out = {}
 for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
-  local ready, delayed = P .. 'ready:' .. q, P .. 'delayed:' .. q
-  local counts, firsts = {0, 0, 0}, {}
-  for r = 0, 2 do
-    local lo, hi = string.format('%.17g', r * span), '(' .. string.format('%.17g', (r + 1) * span)
-    counts[r + 1] = redis.call('ZCOUNT', ready, lo, hi)
-    local first = redis.call('ZRANGEBYSCORE', ready, lo, hi, 'LIMIT', 0, 1)[1]
-    firsts[#firsts + 1] = first and redis.call('HGET', P .. 'run:' .. first, 'queued') or ''
-  end
-  for _, id in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
-    local score = tonumber(redis.call('HGET', P .. 'run:' .. id, '_score'))
-    if score then
-      local r = math.min(2, math.floor(score / span))
-      counts[r + 1] = counts[r + 1] + 1
-    end
-  end
-  local first = redis.call('ZRANGE', delayed, 0, 0)[1]
-  firsts[#firsts + 1] = first and redis.call('HGET', P .. 'run:' .. first, 'queued') or ''
+  local counts = queue_depth(q, span)
   if counts[1] + counts[2] + counts[3] > 0 then
     out[#out + 1] = q
     for r = 1, 3 do out[#out + 1] = counts[r] end
-    for i = 1, 4 do out[#out + 1] = firsts[i] or '' end
+    for r = 0, 2 do
+      local first = redis.call('ZRANGEBYSCORE', P .. 'ready:' .. q, string.format('%.17g', r * span),
+        '(' .. string.format('%.17g', (r + 1) * span), 'LIMIT', 0, 1)[1]
+      out[#out + 1] = first and redis.call('HGET', P .. 'run:' .. first, 'queued') or ''
+    end
+    local first = redis.call('ZRANGE', P .. 'delayed:' .. q, 0, 0)[1]
+    out[#out + 1] = first and redis.call('HGET', P .. 'run:' .. first, 'queued') or ''
   end
 end
 return out
