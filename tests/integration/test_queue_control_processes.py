@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,14 @@ def most_in_any_window(times: list[float], width: float = 1.0) -> int:
     return best
 
 
+async def _both_serving(m: TaskManager) -> None:
+    for _ in range(300):  # bounded: 30 s
+        if len(await m.store.workers(time.time())) >= 2:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the two workers did not start")
+
+
 async def _drop(m: TaskManager) -> None:
     drop = getattr(m.store, "drop", None)
     if drop is not None:
@@ -49,9 +58,10 @@ async def test_two_workers_hold_one_rate_limit(kind: str, tmp_path: Path) -> Non
     env = {**os.environ, "TASKLOOM_STORE": url, "CONTROL_LOG": str(log)}
     async with TaskManager(url, tasks=[capped]) as m:
         try:
-            runs = await m.queue_many("capped", [{"i": i} for i in range(RUNS)])
             workers = [spawn_worker(APP, env, concurrency=16) for _ in range(2)]
             try:
+                await _both_serving(m)  # so that both take part from the first window on
+                runs = await m.queue_many("capped", [{"i": i} for i in range(RUNS)])
                 done = [await m.wait(r.id, timeout=120) for r in runs]
             finally:
                 for w in workers:
