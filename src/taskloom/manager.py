@@ -22,6 +22,7 @@ from .errors import (
 from .executors.base import Executor
 from .hooks import HookSet, RunHooks
 from .run import TaskPriority, TaskRun, TaskState, utcnow
+from .runlog import RunLogCapture, log_sources, read_run_logs
 from .runner import attempt
 from .store import RunQuery, Store, open_store
 from .store.base import dt
@@ -92,6 +93,8 @@ class TaskManager:
         self.default_executor = default_executor
         self.children_on_queue = children_on_queue
         self.hooks = HookSet(hooks)
+        self._run_logs = RunLogCapture(self)
+        self.hooks.add(self._run_logs)
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
         self._executors: dict[str, Executor] = dict(executors or {})
@@ -109,6 +112,8 @@ class TaskManager:
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
         self._tasks[task.name] = task
+        if self._connected:
+            self._run_logs.attach(log_sources([task]))
         return task
 
     def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
@@ -145,6 +150,7 @@ class TaskManager:
         async with self._connect_lock:
             if not self._connected:
                 await self.store.connect()
+                self._run_logs.attach(log_sources(self._tasks.values()))
                 self.loop = asyncio.get_running_loop()
                 self._connected = True
         return self
@@ -152,6 +158,7 @@ class TaskManager:
     async def close(self) -> None:
         """Stop executors and close the store."""
         self.loop = None
+        self._run_logs.detach()
         for ex in self._executors.values():
             await ex.stop()
         self._executors.clear()
@@ -359,6 +366,14 @@ class TaskManager:
         if run is None:
             raise RunNotFoundError(run_id)
         return run
+
+    async def run_logs(self, run_id: str) -> list[dict[str, str]]:
+        """What the run logged (`ts`, `level`, `logger`, `message`), oldest first.
+
+        Raises RunNotFoundError for an unknown run.
+        """
+        await self.get_run(run_id)
+        return await read_run_logs(self, run_id)
 
     async def runs(
         self,

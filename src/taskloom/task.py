@@ -13,11 +13,11 @@ from typing import Any, overload
 
 from pydantic import BaseModel
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .interface import Interface, check_size
 from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
-from .schedules import RandomizeType, Schedule, as_schedule
+from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
 
@@ -78,6 +78,10 @@ class Task:
         return self.retry or RetryPolicy(max_attempts=1)
 
     # -- copies ---------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.schedule is not None:
+            _check_schedule_params(self)
+
     def override(self, **changes: Any) -> Task:
         """A new Task with some settings changed; `name`, `fn` and the interface are fixed."""
         for fixed in ("name", "fn", "interface"):
@@ -290,6 +294,19 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Task)}
+
+
+def _check_schedule_params(task: Task) -> None:
+    """A schedule must be able to queue its runs: every required input needs a value."""
+    params = schedule_params(task.schedule)
+    try:
+        task.interface.validate(params)
+    except InvalidParamsError as exc:
+        raise ScheduleError(
+            f"task {task.name!r} has schedule {task.schedule} but its runs could not be "
+            f"queued ({exc}): give the inputs on the schedule, e.g. "
+            "every(timedelta(minutes=5), params={...})"
+        ) from None
 
 
 def make_task(fn: Callable[..., Any], **opts: Any) -> Task:
