@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
 from .run import TaskRun, TaskState
-from .runner import Stop, attempt, unknown_task_record
+from .runner import Stop, unknown_task_record
 from .store.base import Beat, Lease
 
 log = logging.getLogger("taskloom.consumer")
@@ -148,7 +148,7 @@ class TaskConsumer:
                 new = unknown_task_record(run, self.manager.clock(), list(self.manager.tasks))
             else:
                 try:
-                    new = await attempt(self.manager, task, run, active.stop)
+                    new = await self.manager.lifecycle.attempt(task, run, active.stop)
                 except asyncio.CancelledError:
                     self.lost_leases += 1
                     return  # lease lost: another worker owns the run now
@@ -167,14 +167,14 @@ class TaskConsumer:
 
     async def _flush_acks(self) -> None:
         """Write finished runs in batches: whatever piled up while the last write ran."""
-        store = self.manager.store
+        lifecycle = self.manager.lifecycle
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
             while self._acks:
                 batch, self._acks = self._acks, []
                 try:
-                    ok = await store.finish(batch)
+                    ok = await lifecycle.finish(batch)
                 except Exception:
                     log.exception("finishing %d runs failed; retrying", len(batch))
                     self._acks[:0] = batch

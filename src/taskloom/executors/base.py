@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import TaskTimeoutError
-from ..policies import resolve_secrets
+from ..errors import TaskFailedError, TaskTimeoutError
 
 if TYPE_CHECKING:
+    from ..outcome import OutcomeChannel
     from ..run import TaskRun
     from ..task import Task
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnv:
+    """All an executor may use around one attempt: never the store, never the manager.
+
+    `heartbeat()` says the run is alive (and its `progress` changed) so the lease holder beats
+    now; `cancelled` is set when the run was asked to stop; `outcomes` is where an attempt run
+    out of process (a Kubernetes Job) leaves its outcome; `clock` gives Unix seconds.
+    """
+
+    heartbeat: Callable[[], None]
+    cancelled: asyncio.Event
+    outcomes: OutcomeChannel
+    clock: Callable[[], float]
 
 
 class Executor(Protocol):
@@ -36,7 +51,7 @@ class Executor(Protocol):
         ...
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run one attempt and return the function's value."""
         ...
@@ -52,15 +67,27 @@ async def with_timeout(aw: Awaitable[T], timeout: float | None, task: str) -> T:
         raise TaskTimeoutError(f"task {task!r} timed out after {timeout:g}s") from None
 
 
-@contextmanager
-def bound_secrets(task: Task, run: TaskRun) -> Iterator[None]:
-    """Resolve the task's secrets into `run.secrets` for the call, and drop them after.
+async def contained(aw: Awaitable[T], run_id: str | None) -> T:
+    """Await a task's coroutine; a bare `BaseException` it raises becomes a run failure.
 
-    Resolved as late as possible, in the process that runs the function, and kept only in a
-    private attribute of the live run: records, params and logs never carry them.
+    SystemExit or KeyboardInterrupt leaving an asyncio task would stop the worker's event
+    loop, and other BaseExceptions slip past `except Exception`: the run must fail instead,
+    with the original type named. Cancellation passes through: only the caller knows whether
+    it asked for it.
     """
-    run._secrets = resolve_secrets(task.secrets) if task.secrets else {}
     try:
-        yield
-    finally:
-        run._secrets = {}
+        return await aw
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise TaskFailedError.from_exception(exc, run_id) from None
+
+
+def contained_sync(fn: Callable[[], T], run_id: str | None) -> T:
+    """`contained` for a function running on a pool thread (nothing there is ours to cancel)."""
+    try:
+        return fn()
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise TaskFailedError.from_exception(exc, run_id) from None

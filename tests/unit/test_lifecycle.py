@@ -1,0 +1,144 @@
+"""The run lifecycle: every path that makes a run goes through one submit, hooks included."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from taskloom import (
+    Cache,
+    CancelledRunError,
+    ConfigError,
+    RateLimitError,
+    Retry,
+    RunHooks,
+    TaskFailedError,
+    TaskManager,
+    TaskRun,
+    TaskScheduler,
+    every,
+    outcome,
+    serde,
+    task,
+)
+from taskloom.dag import DAG, Node
+from taskloom.pipeline import InProcessTask, MemoryRepository, Pipeline, Repository
+from taskloom.testing import FakeClock, run_burst
+
+START = 1_800_000_000.0  # a multiple of 5 minutes
+
+
+class Seen(RunHooks):
+    """Counts `before_queue` and `on_queued` per task name."""
+
+    def __init__(self) -> None:
+        self.before: Counter[str] = Counter()
+        self.queued: Counter[str] = Counter()
+
+    async def before_queue(self, run: TaskRun) -> None:
+        self.before[run.task] += 1
+
+    async def on_queued(self, run: TaskRun) -> None:
+        self.queued[run.task] += 1
+
+
+@task(cache=Cache(version="1"))
+async def leaf(x: int) -> int:
+    """A cached child."""
+    return x + 1
+
+
+@task
+async def parent(x: int) -> int:
+    """Calls the same cached child twice: the second call is a cache hit."""
+    return await leaf.aio(x=x) + await leaf.aio(x=x)
+
+
+@task(queue="other")
+async def elsewhere() -> str:
+    """A child on another queue than its parent's: it goes through the workers."""
+    return "there"
+
+
+@task
+async def caller() -> str:
+    """Calls a child that is queued, not run inline."""
+    return str(await elsewhere.aio())
+
+
+@task(schedule=every(timedelta(minutes=5)))
+async def ticking() -> None:
+    """Scheduled."""
+
+
+@task
+async def node_a() -> int:
+    """A DAG node."""
+    return 1
+
+
+async def test_before_queue_runs_on_every_path() -> None:
+    seen = Seen()
+    tasks = [leaf, parent, elsewhere, caller, ticking, node_a]
+    clock = FakeClock(START)
+    async with TaskManager("memory://", tasks=tasks, hooks=[seen], clock=clock) as m:
+        await m.queue("leaf", x=1)
+        await m.enqueue("leaf", {"x": 2})
+        await m.queue_many("leaf", [{"x": 3}, {"x": 4}])
+        assert seen.before["leaf"] == 4 and seen.queued["leaf"] == 4
+
+        done = await m.execute("parent", x=10)  # two inline children, the second a cache hit
+        assert done.result == 22
+        assert seen.before["parent"] == 1 and seen.before["leaf"] == 6
+        assert seen.queued["parent"] == 0 and seen.queued["leaf"] == 4  # ran here: not queued
+
+        queued = await m.queue("caller")
+        await run_burst(m, queues=["default", "other"])
+        assert (await m.get_run(queued.id)).result == "there"
+        assert seen.before["elsewhere"] == 1 and seen.queued["elsewhere"] == 1
+
+        await DAG([Node(node_a)]).run(m)
+        assert seen.before["node_a"] == 1
+
+        scheduler = TaskScheduler(m)
+        await scheduler.tick()
+        clock.set(START + 300)
+        assert len(await scheduler.tick()) == 1
+        assert seen.before["ticking"] == 1 and seen.queued["ticking"] == 1
+
+        calls: Counter[str] = Counter()
+
+        @InProcessTask("stage", done=MemoryRepository("stage.done"))
+        async def stage(job: str, **links: Repository) -> None:
+            calls[job] += 1
+
+        src = MemoryRepository("src")
+        await src.dump("k1", {"n": 1})
+        stage.link("src", src, is_input=True)
+        async with Pipeline([stage], manager=m) as pipeline:
+            await pipeline.update()
+        assert seen.before["pipeline.stage"] == 1 and seen.queued["pipeline.stage"] == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        CancelledRunError("stop"),
+        RateLimitError("busy"),
+        Retry(after=2.5),
+        ConfigError("MODEL_PATH unset"),
+        ValueError("bad"),
+    ],
+)
+def test_one_outcome_codec_keeps_the_error_kind(exc: Exception) -> None:
+    """What a pool child, a Ray worker or a Job reports comes back as the same kind of error."""
+    wire = serde.loads(serde.dumps(outcome.failure(exc, "r1")))
+    with pytest.raises(Exception) as raised:
+        outcome.value_of(node_a, wire)
+    expected = TaskFailedError if isinstance(exc, ValueError) else type(exc)
+    assert type(raised.value) is expected
+    if isinstance(exc, Retry):
+        assert isinstance(raised.value, Retry) and raised.value.after == 2.5
+    assert outcome.value_of(node_a, outcome.success(3)) == 3
