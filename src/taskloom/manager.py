@@ -24,6 +24,7 @@ from .lifecycle import RunLifecycle
 from .queues import QueueInfo
 from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState
+from .runlog import RunLogCapture, log_sources, read_run_logs
 from .store import RunQuery, Store, open_store
 from .stored_schedules import ScheduleInfo
 from .task import Task, make_task
@@ -93,6 +94,8 @@ class TaskManager:
         self.default_executor = default_executor
         self.children_on_queue = children_on_queue
         self.hooks = HookSet(hooks)
+        self._run_logs = RunLogCapture(self)
+        self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
@@ -111,6 +114,8 @@ class TaskManager:
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
         self._tasks[task.name] = task
+        if self._connected:
+            self._run_logs.attach(log_sources([task]))
         return task
 
     def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
@@ -147,6 +152,7 @@ class TaskManager:
         async with self._connect_lock:
             if not self._connected:
                 await self.store.connect()
+                self._run_logs.attach(log_sources(self._tasks.values()))
                 self.loop = asyncio.get_running_loop()
                 self._connected = True
         return self
@@ -154,6 +160,7 @@ class TaskManager:
     async def close(self) -> None:
         """Stop executors and close the store."""
         self.loop = None
+        self._run_logs.detach()
         for ex in self._executors.values():
             await ex.stop()
         self._executors.clear()
@@ -289,6 +296,14 @@ class TaskManager:
         if run is None:
             raise RunNotFoundError(run_id)
         return run
+
+    async def run_logs(self, run_id: str) -> list[dict[str, str]]:
+        """What the run logged (`ts`, `level`, `logger`, `message`), oldest first.
+
+        Raises RunNotFoundError for an unknown run.
+        """
+        await self.get_run(run_id)
+        return await read_run_logs(self, run_id)
 
     async def runs(
         self,

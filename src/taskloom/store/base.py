@@ -301,6 +301,10 @@ class CoordinationStore(Protocol):
         """Workers whose last beat has not expired."""
         ...
 
+    async def worker_leave(self, worker: str) -> None:
+        """Forget a worker that stopped cleanly (it is no longer live)."""
+        ...
+
 
 class ControlStore(Protocol):
     """Operator controls: queue settings (pause, rate limit) and schedules added at run time."""
