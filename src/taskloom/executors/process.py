@@ -29,7 +29,7 @@ from ..run import TaskRun
 from ..task import Task
 from ._child import child_main
 from .base import with_timeout
-from .remote import Reply, Request, build_request, reply_value, task_address
+from .remote import Reply, Request, build_request, reply_value, take_report, task_address
 
 START_METHODS = ("spawn", "forkserver")
 
@@ -224,6 +224,7 @@ class ProcessExecutor:
                 await self._discard(child, replace=True)
                 raise
             self._checkin(child)
+        take_report(run, reply)
         return reply_value(task, reply)
 
     async def _checkout(self, task: Task, run: TaskRun) -> _Child:

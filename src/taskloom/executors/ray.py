@@ -28,6 +28,7 @@ from .remote import (
     locate,
     reply_value,
     run_request,
+    take_report,
 )
 
 # What a task that cannot be imported by name carries to the worker instead of its address.
@@ -177,7 +178,9 @@ class RayExecutor:
             raise
         except ray.exceptions.RayError as exc:
             raise _ray_failure(exc, run.id) from None
-        return reply_value(task, serde.loads(data))
+        reply = serde.loads(data)
+        take_report(run, reply)
+        return reply_value(task, reply)
 
 
 def run_on_ray(task: Task, *args: Any, **kwargs: Any) -> Any:

@@ -121,6 +121,7 @@ def run_request(
     before the reply is built: a run that hit its memory limit can still report it.
     """
     run_id = request.get("run", {}).get("id")
+    run: TaskRun | None = None
     try:
         run = TaskRun.model_validate(request["run"])
         kwargs = task.interface.call_kwargs(task.interface.validate(request["params"]))
@@ -134,9 +135,20 @@ def run_request(
                 value = task.invoke_sync(run, kwargs)
             finally:
                 run._secrets = {}
-        return {"kind": "result", "ok": True, "result": task.interface.encode_result(value)}
+        reply: Reply = {
+            "kind": "result", "ok": True, "result": task.interface.encode_result(value),
+        }  # fmt: skip
     except BaseException as exc:  # every failure of the task becomes data
-        return error_reply(exc, run_id)
+        reply = error_reply(exc, run_id)
+    if run is not None and run._report is not None:
+        reply["report"] = run._report  # what the task reported, even if it then failed
+    return reply
+
+
+def take_report(run: TaskRun, reply: Reply) -> None:
+    """Put the report parts a reply carries on the parent's live run (`ReportHooks` saves them)."""
+    if reply.get("report") is not None:
+        run._report = list(reply["report"])
 
 
 def reply_value(task: Task, reply: Reply) -> Any:

@@ -103,6 +103,10 @@ async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = N
         failure = TaskFailedError.from_exception(exc, run.id)
         outcome = {"ok": False, "error": failure.to_dict(), **signal_of(exc)}
         code = 1
+    if run._report:  # the worker's ReportHooks never sees this pod's run object
+        from ..report import save_report
+
+        await save_report(manager.store, run, manager.clock, run._report)
     ttl = config.job_ttl + OUTCOME_MARGIN_SECONDS
     await manager.store.kv_set(
         outcome_key(run.id, attempt), serde.dumps(outcome), ttl, manager.clock()
