@@ -14,11 +14,22 @@ from typing import Any, overload
 
 from pydantic import BaseModel
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .interface import Interface, check_size
-from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
+from .policies import (
+    Cache,
+    CacheSpec,
+    K8sConfig,
+    Resources,
+    RetryPolicy,
+    Secret,
+    Trigger,
+    bound_secrets,
+    to_cache,
+)
+from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
-from .schedules import RandomizeType, Schedule, as_schedule
+from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 from .template import Documentation, ReusePolicy, TemplateHooks, to_reuse_policy
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
@@ -53,6 +64,7 @@ class Task(TemplateHooks):
     tags: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     rate_limit_retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # starts per window, across every worker
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     cache: Cache | None = None
@@ -83,6 +95,8 @@ class Task(TemplateHooks):
                 f"task {self.name!r}: reusable keeps warm processes, so it runs on the process "
                 f"executor, not {self.executor!r}"
             )
+        if self.schedule is not None:
+            _check_schedule_params(self)
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], **opts: Any) -> Task:
@@ -226,9 +240,7 @@ class Task(TemplateHooks):
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
         call_kwargs = self.interface.call_kwargs(model)
-        from .executors.base import bound_secrets
-
-        with bound_secrets(self, run):
+        with bound_secrets(self.secrets, run):
             if self.is_async:
                 value = await self.invoke(run, call_kwargs)
             else:
@@ -239,9 +251,7 @@ class Task(TemplateHooks):
         """Synchronous twin of `forward` for sync functions."""
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
-        from .executors.base import bound_secrets
-
-        with bound_secrets(self, run):
+        with bound_secrets(self.secrets, run):
             value = self.invoke_sync(run, self.interface.call_kwargs(model))
         return self._roundtrip(value)
 
@@ -357,6 +367,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = TaskPriority(value or TaskPriority.medium)
         elif key == "max_concurrency":
             value = int(value or 0)
+        elif key == "rate_limit" and value is not None:
+            value = parse_rate_limit(value)
         elif key in ("cpu_bound", "interruptible", "report", "debuggable"):
             value = bool(value)
         elif key == "pod_template" and value is not None and not isinstance(value, Mapping):
@@ -392,6 +404,19 @@ def _docs_fields(docs: Any) -> dict[str, str]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Task)}
+
+
+def _check_schedule_params(task: Task) -> None:
+    """A schedule must be able to queue its runs: every required input needs a value."""
+    params = schedule_params(task.schedule)
+    try:
+        task.interface.validate(params)
+    except InvalidParamsError as exc:
+        raise ScheduleError(
+            f"task {task.name!r} has schedule {task.schedule} but its runs could not be "
+            f"queued ({exc}): give the inputs on the schedule, e.g. "
+            "every(timedelta(minutes=5), params={...})"
+        ) from None
 
 
 def make_task(fn: Callable[..., Any], *, task_class: type[Task] = Task, **opts: Any) -> Task:
@@ -430,6 +455,7 @@ def task(
     tags: Sequence[str] | None = None,
     retry: RetryPolicy | int | None = None,
     rate_limit_retry: RetryPolicy | None = None,
+    rate_limit: RateLimit | str | None = None,
     env: Mapping[str, str] | None = None,
     resources: Resources | None = None,
     cache: CacheSpec = None,
