@@ -22,7 +22,7 @@ from .executors.base import Executor
 from .hooks import HookSet, RunHooks
 from .lifecycle import RunLifecycle
 from .run import TaskPriority, TaskRun, TaskState
-from .store import RunQuery, Store, open_store
+from .store import RunQuery, Store, WorkerInfo, open_store
 from .task import Task, make_task
 
 if TYPE_CHECKING:
@@ -372,6 +372,16 @@ class TaskManager:
         """Queued runs by priority."""
         store = await self._ready()
         return await store.queue_length(queue)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired."""
+        store = await self._ready()
+        return await store.workers(self.clock())
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise StoreUnavailableError if it does not."""
+        store = await self._ready()
+        await store.ping()
 
     # -- schedule switches ----------------------------------------------------------------------
     async def enable(self, name: str) -> None:

@@ -202,7 +202,7 @@ class PrometheusHooks(RunHooks):
         try:
             depth = {q: await manager.queue_length(q) for q in self.report_queues(manager)}
             queued = await manager.queue_length(None)
-            live = await manager.store.workers(manager.clock())
+            live = await manager.workers()
         except StoreUnavailableError as exc:
             log.warning("metrics scrape: store unavailable: %s", exc)
             snap = StoreSnapshot(up=False)
