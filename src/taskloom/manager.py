@@ -25,7 +25,7 @@ from .run import TaskPriority, TaskRun, TaskState, utcnow
 from .runner import attempt
 from .store import RunQuery, Store, open_store
 from .store.base import dt
-from .task import Task, make_task
+from .task import Task, TaskFactory, make_task, task_factory
 
 if TYPE_CHECKING:
     from .sync import SyncManager
@@ -111,15 +111,10 @@ class TaskManager:
         self._tasks[task.name] = task
         return task
 
-    def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+    @property
+    def task(self) -> TaskFactory:
         """Decorator: define a task and register it here (`@manager.task` or with options)."""
-        if fn is not None:
-            return self.register_task(make_task(fn, **opts))
-
-        def decorate(f: Callable[..., Any]) -> Task:
-            return self.register_task(make_task(f, **opts))
-
-        return decorate
+        return task_factory(lambda fn, opts: self.register_task(make_task(fn, **opts)))
 
     @property
     def tasks(self) -> dict[str, Task]:
