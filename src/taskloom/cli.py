@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import serde
 from .appload import load_manager
 from .errors import ConfigError, InvalidParamsError, TaskloomError, UnknownTaskError
 from .manager import TaskManager
@@ -92,7 +93,7 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 
 
 def _run_json(run: TaskRun) -> str:
-    return run.model_dump_json(indent=2)
+    return run.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
 
 
 def _print_outcome(run: TaskRun, as_json: bool) -> None:
@@ -102,7 +103,7 @@ def _print_outcome(run: TaskRun, as_json: bool) -> None:
     if run.state is TaskState.success:
         result = run.result
         if result is not None:
-            console.print(json.dumps(result) if not isinstance(result, str) else result)
+            console.print(serde.display(result) if not isinstance(result, str) else result)
         return
     error = run.failure
     detail = f"{error.type_name}: {error.message}" if error else ""

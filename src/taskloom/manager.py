@@ -23,6 +23,7 @@ from .executors.base import Executor
 from .hooks import HookSet, RunHooks
 from .run import TaskPriority, TaskRun, TaskState, utcnow
 from .runner import attempt
+from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, open_store
 from .store.base import dt
 from .task import Task, TaskFactory, make_task, task_factory
@@ -82,6 +83,7 @@ class TaskManager:
         default_executor: str | None = None,
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
+        serializer: SerializerName = "json",
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -91,6 +93,7 @@ class TaskManager:
         self.poll_interval = poll_interval
         self.default_executor = default_executor
         self.children_on_queue = children_on_queue
+        self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
@@ -108,6 +111,8 @@ class TaskManager:
         """Add a task; a second task with the same name replaces the first."""
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
+        if task.serializer is None and self.serializer != "json":
+            task = task.override(serializer=self.serializer)
         self._tasks[task.name] = task
         return task
 
@@ -341,18 +346,30 @@ class TaskManager:
             run = await attempt(self, t, run)
             await store.save(run)
             if run.state is not TaskState.queued:
-                return run
+                return self.typed(run)
             wait = (run.execute_after.timestamp() - self.clock()) if run.execute_after else 0
             if wait > 0:
                 await asyncio.sleep(wait)
 
     # -- reading and steering -------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> TaskRun:
-        """One run; raises RunNotFoundError."""
+    async def get_run(self, run_id: str, *, decode: bool = True) -> TaskRun:
+        """One run, its result as the declared type (`decode=False`: as stored); raises
+        RunNotFoundError."""
         store = await self._ready()
         run = await store.get(run_id)
         if run is None:
             raise RunNotFoundError(run_id)
+        return self.typed(run) if decode else run
+
+    def typed(self, run: TaskRun) -> TaskRun:
+        """`run` with its result rebuilt as the task's declared return type (in place).
+
+        The one place results are decoded; a run of a task this manager does not know keeps
+        the stored form.
+        """
+        task = self._tasks.get(run.task)
+        if task is not None and run.state is TaskState.success:
+            run.result = task.interface.decode_result(run.result)
         return run
 
     async def runs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -26,3 +27,11 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes | str) -> Any:
     """Decode JSON bytes or text."""
     return orjson.loads(data)
+
+
+def display(value: Any) -> str:
+    """JSON text for people to read; `repr` for a value with no JSON form (a pickled result)."""
+    try:
+        return json.dumps(loads(dumps(value)))  # the stdlib's spacing reads better than orjson's
+    except TypeError:
+        return repr(value)

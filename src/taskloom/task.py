@@ -19,6 +19,7 @@ from .interface import Interface, check_size
 from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule
+from .serializers import SerializerName, get_serializer
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
 
@@ -73,6 +74,15 @@ class Task(Generic[P, R]):
     executor: str | None = None
     pre: Callable[..., Any] | None = field(default=None, repr=False)
     post: Callable[[Any], Any] | None = field(default=None, repr=False)
+    serializer: SerializerName | None = None
+
+    def __post_init__(self) -> None:
+        # the interface encodes with the task's serializer; None leaves the choice to the manager
+        chosen = get_serializer(self.serializer)
+        if self.interface.serializer is not chosen:
+            object.__setattr__(
+                self, "interface", dataclasses.replace(self.interface, serializer=chosen)
+            )
 
     @functools.cached_property
     def is_async(self) -> bool:
@@ -294,6 +304,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}: {value!r}")
         elif key == "queue":
             value = value or "default"
+        elif key == "serializer" and value is not None:
+            get_serializer(value)  # ConfigError naming the choices
         if key not in _FIELDS:
             raise ConfigError(f"unknown task option {key!r}")
         out[key] = value
@@ -381,6 +393,7 @@ class TaskFactory(Protocol):
         report: bool | None = None,
         reusable: Any = None,
         executor: str | None = None,
+        serializer: SerializerName | None = None,
         **flyte_aliases: Any,
     ) -> TaskDecorator: ...
 

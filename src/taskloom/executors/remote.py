@@ -123,7 +123,7 @@ def run_request(
     run_id = request.get("run", {}).get("id")
     try:
         run = TaskRun.model_validate(request["run"])
-        kwargs = task.interface.call_kwargs(task.interface.validate(request["params"]))
+        kwargs = task.interface.call_kwargs(task.interface.validate_stored(request["params"]))
         if on_progress is not None:
             report = on_progress
             run._on_progress = lambda r: report(r.progress, r.progress_note)
