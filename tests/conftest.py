@@ -59,14 +59,32 @@ def store_url(kind: str, tmp_path: os.PathLike[str]) -> str:
 STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
 
 
+# the stores that keep records as bytes (the memory store keeps live objects)
+PERSISTENT_KINDS = ["sqlite", "redis", "postgres"]
+
+
 @pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> AsyncIterator[Store]:
     """A connected, empty store of each kind; dropped afterwards."""
-    url = store_url(request.param, tmp_path)
+    async for s in _connected(request.param, tmp_path):
+        yield s
+
+
+@pytest.fixture(params=PERSISTENT_KINDS)
+async def persistent_store(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> AsyncIterator[Store]:
+    """A connected, empty store of each kind that writes records as bytes; dropped afterwards."""
+    async for s in _connected(request.param, tmp_path):
+        yield s
+
+
+async def _connected(kind: str, tmp_path: os.PathLike[str]) -> AsyncIterator[Store]:
+    url = store_url(kind, tmp_path)
     try:
         s = open_store(url)
     except (ImportError, ConfigError) as exc:  # extra not installed
-        unavailable(f"{request.param} extra missing: {exc}")
+        unavailable(f"{kind} extra missing: {exc}")
         raise
     await s.connect()
     try:

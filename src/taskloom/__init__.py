@@ -5,6 +5,7 @@ from .consumer import TaskConsumer
 from .errors import (
     CancelledRunError,
     ConfigError,
+    CorruptRecordError,
     DagCycleError,
     InvalidParamsError,
     LeaseLostError,
@@ -44,6 +45,7 @@ __all__ = [
     "Cache",
     "CancelledRunError",
     "ConfigError",
+    "CorruptRecordError",
     "CronTab",
     "DagCycleError",
     "Every",

@@ -166,14 +166,14 @@ class TaskConsumer:
 
     async def _flush_acks(self) -> None:
         """Write finished runs in batches: whatever piled up while the last write ran."""
-        store = self.manager.store
+        lifecycle = self.manager.lifecycle
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
             while self._acks:
                 batch, self._acks = self._acks, []
                 try:
-                    ok = await store.finish(batch)
+                    ok = await lifecycle.finish(batch)
                 except Exception:
                     log.exception("finishing %d runs failed; retrying", len(batch))
                     self._acks[:0] = batch

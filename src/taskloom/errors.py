@@ -10,6 +10,7 @@
     ├── ConfigError
     ├── StoreUnavailableError
     ├── RunNotFoundError (also KeyError)
+    ├── CorruptRecordError      a stored run record cannot be read
     ├── LeaseLostError
     ├── DagCycleError
     ├── RateLimitError          raised by a task to ask for a rate-limit retry
@@ -94,6 +95,18 @@ class RunNotFoundError(TaskloomError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class CorruptRecordError(TaskloomError):
+    """A stored run record cannot be decoded (broken JSON, or fields of the wrong type).
+
+    `reason` says what is wrong without quoting the stored values, which may be private.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"the record of run {run_id!r} could not be read: {reason}")
+        self.run_id = run_id
+        self.reason = reason
 
 
 class LeaseLostError(TaskloomError):

@@ -14,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 from . import serde
 from .errors import (
     ConfigError,
-    InvalidParamsError,
     RunNotFoundError,
     TaskTimeoutError,
     UnknownTaskError,
 )
 from .executors.base import Executor
 from .hooks import HookSet, RunHooks
-from .run import TaskPriority, TaskRun, TaskState, utcnow
-from .runner import attempt
+from .lifecycle import RunLifecycle
+from .run import TaskPriority, TaskRun, TaskState
 from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, open_store
-from .store.base import dt
 from .task import Task, TaskFactory, make_task, task_factory
 
 if TYPE_CHECKING:
@@ -95,6 +93,7 @@ class TaskManager:
         self.children_on_queue = children_on_queue
         self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
+        self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
         self._executors: dict[str, Executor] = dict(executors or {})
@@ -223,48 +222,11 @@ class TaskManager:
         return serde.loads(data)
 
     # -- queueing -------------------------------------------------------------------------------
-    def new_run(
-        self,
-        task: str | Task,
-        params: Mapping[str, Any],
-        *,
-        priority: TaskPriority | str | None = None,
-        queue: str | None = None,
-        dedup_key: str | None = None,
-        delay: float | timedelta | None = None,
-        execute_after: datetime | None = None,
-        tags: Sequence[str] | None = None,
-        parent: TaskRun | None = None,
-        run_id: str | None = None,
-        from_run_id: str | None = None,
-    ) -> TaskRun:
-        """Validate params and build a queued run record (nothing is written)."""
-        t = self.get_task(task)
-        _model, stored = t.validate_params(params)
-        now = self.clock()
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
-        if delay:
-            execute_after = dt(now + delay)
-        extra: dict[str, Any] = {}
-        if run_id:
-            extra["id"] = run_id
-        if parent is not None:
-            extra["parent_id"] = parent.id
-            extra["root_run_id"] = parent.root_run_id
-        return TaskRun(
-            task=t.name,
-            priority=TaskPriority(priority or t.priority),
-            params=stored,
-            state=TaskState.queued,
-            queued=dt(now),
-            execute_after=execute_after,
-            queue=queue or t.queue,
-            dedup_key=dedup_key,
-            tags=list(tags if tags is not None else t.tags),
-            from_run_id=from_run_id,
-            **extra,
-        )
+    def new_run(self, task: str | Task, params: Mapping[str, Any], **options: Any) -> TaskRun:
+        """Validate params and build a queued run record (nothing is written); `options` are
+        those of `RunLifecycle.build` (priority, queue, dedup_key, delay, execute_after, tags,
+        parent, run_id, from_run_id)."""
+        return self.lifecycle.build(task, params, **options)
 
     async def enqueue(
         self, task: str | Task, params: Mapping[str, Any] | None = None, **options: Any
@@ -274,13 +236,8 @@ class TaskManager:
         return await self._enqueue_built(run)
 
     async def _enqueue_built(self, run: TaskRun) -> TaskRun:
-        self._refuse_secret_inputs(run.task)
-        store = await self._ready()
-        if self.hooks.hooks:
-            await self.hooks.before_queue(run)
-        [stored] = await store.enqueue([run])
-        if stored is run:
-            await self.hooks.on_queued(stored)
+        self.lifecycle.refuse_secret_inputs(run.task)
+        [stored] = await self.lifecycle.submit([run])
         return stored
 
     async def queue(
@@ -304,26 +261,9 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
-        self._refuse_secret_inputs(task)
+        self.lifecycle.refuse_secret_inputs(task)
         runs = [self.new_run(task, p, **options) for p in params]
-        store = await self._ready()
-        if self.hooks.hooks:
-            for run in runs:
-                await self.hooks.before_queue(run)
-        stored = await store.enqueue(runs)
-        for run in stored:
-            await self.hooks.on_queued(run)
-        return stored
-
-    def _refuse_secret_inputs(self, task: str | Task) -> None:
-        fields = self.get_task(task).interface.secret_fields
-        if fields:
-            raise InvalidParamsError(
-                self.get_task(task).name,
-                [{"loc": (f,), "msg": "SecretStr inputs are never stored, so a run with them "
-                  "cannot be queued: declare a Secret(...) on the task, or use execute()"}
-                 for f in sorted(fields)],
-            )  # fmt: skip
+        return await self.lifecycle.submit(runs)
 
     # -- running here ---------------------------------------------------------------------------
     async def execute(self, task: str | Task, /, **params: Any) -> TaskRun:
@@ -336,20 +276,7 @@ class TaskManager:
 
     async def execute_run(self, run: TaskRun) -> TaskRun:
         """Execute a built run here until it is done (retries wait here), recording it."""
-        t = self.get_task(run.task)
-        store = await self._ready()
-        while True:
-            run.state, run.worker = TaskState.running, f"local-{os.getpid()}"
-            run.start = run.start or utcnow()
-            await store.save(run)
-            run._manager = self
-            run = await attempt(self, t, run)
-            await store.save(run)
-            if run.state is not TaskState.queued:
-                return self.typed(run)
-            wait = (run.execute_after.timestamp() - self.clock()) if run.execute_after else 0
-            if wait > 0:
-                await asyncio.sleep(wait)
+        return self.typed(await self.lifecycle.execute(run))
 
     # -- reading and steering -------------------------------------------------------------------
     async def get_run(self, run_id: str, *, decode: bool = True) -> TaskRun:

@@ -377,6 +377,9 @@ class TracingHooks(RunHooks):
     async def before_queue(self, run: TaskRun) -> None:
         from opentelemetry.trace import SpanKind
 
+        if run.state is not TaskState.queued:
+            return  # it starts here: `before_run` nests it under its caller's live span
+
         with self._tracer.start_as_current_span(
             f"queue {run.task}", kind=SpanKind.PRODUCER, attributes=_attributes(run, "send")
         ):

@@ -162,15 +162,19 @@ async def attempt(
             ttl = task.cache.ttl_seconds
             await store.kv_set(key, manager.serde_dumps(data), ttl, clock())
         new = succeeded(run, data, clock())
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         reason = stop.reason if stop is not None else None
         if reason == "drain":
             new = interrupted(run, clock())
         elif reason == "abort":
             new = decide(task, run, CancelledRunError("cancelled by request"), clock())
+        elif reason is None and not _cancelled_here():
+            # the task raised CancelledError itself: a failure like any other
+            new = decide(task, run, exc, clock())
+            await manager.hooks.on_error(new, exc)
         else:
             raise
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the run fails, not the worker
         new = decide(task, run, exc, clock())
         await manager.hooks.on_error(new, exc)
     finally:
@@ -178,6 +182,12 @@ async def attempt(
             await store.release_slot(slot, run.id)
     await manager.hooks.after_run(new, new.failure if new.state.is_failure else None)
     return new
+
+
+def _cancelled_here() -> bool:
+    """True if someone cancelled the task running this code (the worker, or execute's caller)."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def unknown_task_record(run: TaskRun, now: float, known: list[str]) -> TaskRun:

@@ -19,11 +19,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import CancelledRunError, ReplayMismatchError, TaskFailedError
+from .errors import ReplayMismatchError, TaskFailedError
 from .interface import input_hash
 from .run import TaskRun, TaskState
-from .runner import attempt, decide
-from .store.base import RunQuery, dt
+from .store.base import RunQuery
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -104,40 +103,32 @@ async def _call(
     on_queue = goes_on_queue(manager, parent, task)
     if on_queue:
         manager.get_task(task.name)  # workers resolve the task by name: it must be registered
-    run = _new_child(manager, parent, task, child_run_id(parent.id, position, digest), params)
+    lifecycle = manager.lifecycle
+    run = lifecycle.build_here(
+        task, params, parent=parent, worker=parent.worker,
+        run_id=child_run_id(parent.id, position, digest),
+    )  # fmt: skip
     if on_queue:
         run.state, run.start, run.worker = TaskState.queued, None, None
     prior = await _prior(manager, parent, task, run, position, digest) if parent.attempts else None
     if prior is None:
-        if on_queue and manager.hooks.hooks:
-            await manager.hooks.before_queue(run)
-        [stored] = await manager.store.enqueue([run])
+        [stored] = await lifecycle.submit([run])
         if stored is not run:  # the id exists: an earlier attempt of the parent made it
             _check_replay(parent, position, stored, task, digest)
             prior = stored
-        elif on_queue:
-            await manager.hooks.on_queued(run)
     if prior is not None:
         if prior.state is TaskState.success:
             return task.interface.decode_result(prior.result)
-        run = await _resume(manager, prior, on_queue, parent.worker)
-    done = await manager.wait(run.id) if on_queue else await run_inline(manager, task, run)
+        if on_queue and not prior.is_done:
+            run = prior  # still queued or running on a worker: wait for it
+        else:
+            run = await lifecycle.reopen(prior, on_queue=on_queue, worker=parent.worker)
+    done = await manager.wait(run.id) if on_queue else await lifecycle.run_inline(task, run)
     if done.state is TaskState.success:
         return task.interface.decode_result(done.result)
     raise done.failure or TaskFailedError(
         f"child run {done.id} ({done.task}) ended {done.state}", run_id=done.id
     )
-
-
-def _new_child(
-    manager: TaskManager, parent: TaskRun, task: Task, run_id: str, params: dict[str, Any]
-) -> TaskRun:
-    now = dt(manager.clock())
-    return TaskRun(
-        id=run_id, task=task.name, priority=task.priority, params=params,
-        state=TaskState.running, queued=now, start=now, queue=task.queue, tags=list(task.tags),
-        parent_id=parent.id, root_run_id=parent.root_run_id, worker=parent.worker,
-    )  # fmt: skip
 
 
 async def _prior(
@@ -168,45 +159,3 @@ def _check_replay(parent: TaskRun, position: int, prior: TaskRun, task: Task, di
             f"{input_hash(prior.params)[:8]} there (child run {prior.id}); the task must make "
             "the same calls in the same order on every attempt"
         )
-
-
-async def _resume(
-    manager: TaskManager, prior: TaskRun, on_queue: bool, worker: str | None
-) -> TaskRun:
-    """An unfinished or failed child of an earlier attempt, ready to run (again) or be awaited."""
-    if on_queue and not prior.is_done:
-        return prior  # still queued or running on a worker: wait for it
-    prior.state = TaskState.queued if on_queue else TaskState.running
-    prior.worker = None if on_queue else worker
-    prior.retry_attempt, prior.rate_limit_attempt = 0, 0
-    prior.error, prior.result, prior.end, prior.execute_after = None, None, None, None
-    prior.cache_hit = False
-    await manager.store.save(prior)
-    return prior
-
-
-async def run_inline(manager: TaskManager, task: Task, run: TaskRun) -> TaskRun:
-    """Execute a recorded run of `task` here until it is done and save its final record.
-
-    Attempts go through `runner.attempt` (executors, cache, retry policy); waits between
-    retries happen here. Between attempts the record stays `running`, so no worker claims it.
-    Cancelling the caller records the run `aborted` (with the cancel message) and re-raises.
-    """
-    store = manager.store
-    while True:
-        run._manager = manager
-        try:
-            run = await attempt(manager, task, run)
-        except asyncio.CancelledError as exc:
-            reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
-            run = decide(task, run, CancelledRunError(reason), manager.clock())
-            await store.save(run)
-            raise
-        if run.state is not TaskState.queued:
-            await store.save(run)
-            return run
-        wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
-        run.state, run.execute_after = TaskState.running, None
-        await store.save(run)
-        if wait > 0:
-            await asyncio.sleep(wait)

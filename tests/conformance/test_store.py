@@ -6,13 +6,17 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pydantic import BaseModel
 
 from taskloom import TaskConsumer, TaskManager, task
+from taskloom.errors import CorruptRecordError
 from taskloom.run import TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, RunQuery, Store
 from taskloom.store.base import dt
 from taskloom.testing import run_burst
+
+from ..raw_records import Damage, damage_record
 
 T0 = 1_800_000_000.0
 
@@ -425,3 +429,47 @@ async def test_manager_wide_pickle_serializer(store: Store) -> None:
     done = await manager.execute("unwrap_blob", blob=Blob(b"xyz"))
     assert done.state is TaskState.success and done.result == b"xyz"
     assert (await manager.get_run(done.id)).result == b"xyz"
+
+
+@pytest.mark.parametrize("how", ["broken", "wrong_shape"])
+async def test_an_unreadable_record_fails_alone_and_leaves_the_queue(
+    persistent_store: Store, how: Damage
+) -> None:
+    store = persistent_store
+    a, bad, c = queued(), queued(), queued()
+    await store.enqueue([a, bad, c])
+    await damage_record(store, bad.id, how)
+
+    with pytest.raises(CorruptRecordError) as caught:
+        await store.get(bad.id)
+    assert caught.value.run_id == bad.id and bad.id in str(caught.value)
+    listed = {run.id: run for run in await store.query(RunQuery())}
+    assert set(listed) == {a.id, bad.id, c.id}  # the bad id shows as a stand-in row
+    assert listed[bad.id].state is TaskState.failure
+
+    leases = await store.claim("w", None, 10, 30, T0)
+    assert sorted(lease.run.id for lease in leases) == sorted([a.id, c.id])
+    failed = await store.get(bad.id)
+    assert failed is not None and failed.state is TaskState.failure and failed.end is not None
+    assert failed.error is not None and failed.error["type"] == "CorruptRecordError"
+    assert "could not be read" in failed.error["message"]
+    assert sum((await store.queue_length(None)).values()) == 0
+    assert await store.claim("w", None, 10, 30, T0 + 1) == []
+    done = [(lease, lease.run.model_copy(update={"state": TaskState.success})) for lease in leases]
+    assert await store.finish(done) == [True, True]
+
+
+async def test_an_unreadable_running_record_is_failed_by_reclaim_or_the_next_claim(
+    persistent_store: Store,
+) -> None:
+    store = persistent_store
+    run = queued()
+    await store.enqueue([run])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    await damage_record(store, run.id, "wrong_shape")
+    assert await store.reclaim(T0 + 60) == []  # never handed out as a requeued run
+    assert await store.claim("w2", None, 10, 30, T0 + 60) == []
+    failed = await store.get(run.id)
+    assert failed is not None and failed.state is TaskState.failure
+    assert failed.error is not None and failed.error["type"] == "CorruptRecordError"
+    assert await store.finish([(lease, lease.run)]) == [False]  # the old lease is gone

@@ -1,10 +1,24 @@
-"""A small fake Kubernetes API server on 127.0.0.1, and a kubelet the tests script.
+"""A strict fake Kubernetes API server on 127.0.0.1, and a kubelet the tests script.
 
 It speaks the subset taskloom's client uses — read a Deployment; create, read and delete a
 Job; create, read, list (by label selector) and delete pods; read a pod's log — over real
 HTTP, so kubernetes_asyncio runs unpatched against it. The server lives in a thread; the
 kubelet is a coroutine on the test's event loop that decides how each created Job ends
 (`kubelet`), or how each pod created directly through the API ends (`pod_kubelet`).
+
+Strict where a real API server is strict, so a test fails where a cluster would:
+- every request body is validated against the official schema (kubernetes-validate, the
+  version the manifests are checked against): an unknown field answers 400 (strict field
+  validation), any other schema error 422 `Invalid`;
+- every request is authorised against a Role (default: the one `taskloom k8s rbac` prints),
+  answering 403 with the API server's message when a verb is missing;
+- a name clash answers 409; a Job's pod is created as the Job controller does (generated
+  name, `job-name`/`controller-uid` labels, an owner reference); Job and pod status move
+  through the real transitions;
+- deleting a Job honours `propagationPolicy` (Background/Foreground delete its pods; Orphan,
+  and no policy at all, which is the batch/v1 default, leave them running);
+- finished Jobs are deleted `ttlSecondsAfterFinished` after they end, on the fake's own clock
+  (`advance()`).
 """
 
 from __future__ import annotations
@@ -25,6 +39,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from taskloom import TaskManager
 from taskloom.k8s.exec_run import exec_run
+from taskloom.k8s.manifests import rbac_manifests
+
+SCHEMA_VERSION = "1.30"  # the version tests/unit/test_k8s_manifests.py validates against
 
 Body = dict[str, Any]
 Key = tuple[str, str]
@@ -37,6 +54,19 @@ _ROUTES = [
     ("pod", re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")),
     ("log", re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")),
 ]
+
+# route -> (API group, resource) for authorisation
+_RESOURCES = {
+    "deployment": ("apps", "deployments"),
+    "jobs": ("batch", "jobs"),
+    "job": ("batch", "jobs"),
+    "pods": ("", "pods"),
+    "pod": ("", "pods"),
+    "log": ("", "pods/log"),
+}
+_COLLECTIONS = {"jobs", "pods"}
+_KINDS = {"jobs": ("Job", "jobs.batch"), "pods": ("Pod", "pods")}
+_POLICIES = {"Orphan", "Background", "Foreground"}
 
 
 @dataclass
@@ -67,6 +97,10 @@ class FakeKubernetes:
     secrets: dict[Key, dict[str, str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)  # routes that answer 403
+    # the Role the worker's service account is bound to; None authorises everything
+    role: Body | None = field(default_factory=lambda: rbac_manifests("default")[0])
+    service_account: str = "taskloom-worker"
+    now: float = 0.0  # the fake's clock (seconds), moved by advance()
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -165,14 +199,22 @@ class FakeKubernetes:
             record = self.jobs.get((ns, job))
             if record is None:  # deleted meanwhile
                 return
+            start = record["status"].get("startTime")
             if ok:
                 record["status"] = {
-                    "succeeded": 1,
-                    "conditions": [{"type": "Complete", "status": "True"}],
-                }
+                    "succeeded": 1, "startTime": start,
+                    "completionTime": "2030-01-01T00:00:10Z",
+                    "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                                   {"type": "Complete", "status": "True"}],
+                }  # fmt: skip
             else:
-                cond = {"type": "Failed", "status": "True", "reason": job_reason}
-                record["status"] = {"failed": 1, "conditions": [cond]}  # fmt: skip
+                conditions = [
+                    {"type": "FailureTarget", "status": "True", "reason": job_reason},
+                    {"type": "Failed", "status": "True", "reason": job_reason},
+                ]
+                record["status"] = {"failed": 1, "startTime": start, "conditions": conditions}  # fmt: skip
+            # when the TTL controller's clock starts (kept out of what clients read back)
+            record["status"]["_endedAt"] = self.now
 
     def _terminate(self, pod: Body, exit_code: int, reason: str | None, log: str) -> None:
         """End the pod's first container (call with the lock held)."""
@@ -228,11 +270,72 @@ class FakeKubernetes:
                 self._loop.call_soon_threadsafe(event.set)
             if route in self.forbidden:
                 return 403, status(403, "Forbidden", f"{route} is forbidden")
+            denied = self._authorise(method, route, match.group(1), query)
+            if denied is not None:
+                return denied
+            if body is not None and method in ("POST", "PUT", "PATCH") and route in _KINDS:
+                invalid = _validate(route, body)
+                if invalid is not None:
+                    return invalid
             handler = getattr(self, f"_{method.lower()}_{route}", None)
             if handler is None:
                 return 405, status(405, "MethodNotAllowed", f"{method} {route}")
             result: tuple[int, Any] = handler(*match.groups(), query=query, body=body)
             return result
+
+    # -- authorisation and the controllers -------------------------------------------------------
+    def _authorise(
+        self, method: str, route: str, ns: str, query: dict[str, str]
+    ) -> tuple[int, Body] | None:
+        """403 unless the Role grants the verb on the resource (call with the lock held)."""
+        if self.role is None:
+            return None
+        group, resource = _RESOURCES[route]
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(
+            method, "get"
+        )
+        if method == "GET" and route in _COLLECTIONS:
+            verb = "watch" if query.get("watch") in ("true", "1") else "list"
+        for rule in self.role.get("rules", []):
+            if (
+                group in rule.get("apiGroups", [])
+                and resource in rule.get("resources", [])
+                and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+            ):
+                return None
+        base, _, sub = resource.partition("/")
+        what = f"{base}.{group}" if group else base
+        if sub:
+            what = f"{what}/{sub}" if not group else f"{base}.{group}/{sub}"
+        user = f"system:serviceaccount:{ns}:{self.service_account}"
+        message = (
+            f'{what} is forbidden: User "{user}" cannot {verb} resource "{base}"'
+            + (f' subresource "{sub}"' if sub else "")
+            + f' in API group "{group}" in the namespace "{ns}"'
+        )
+        return 403, status(403, "Forbidden", message)
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock; the TTL controller then deletes expired finished Jobs."""
+        with self._lock:
+            self.now += seconds
+            for (ns, name), job in list(self.jobs.items()):
+                ttl = job["spec"].get("ttlSecondsAfterFinished")
+                ended = job["status"].get("_endedAt")
+                if ttl is not None and ended is not None and self.now >= ended + ttl:
+                    self._remove_job(ns, name, "Background")
+
+    def _remove_job(self, ns: str, name: str, policy: str) -> None:
+        """Delete a Job; its pods go too unless orphaned (call with the lock held)."""
+        job = self.jobs.pop((ns, name))
+        uid = job["metadata"]["uid"]
+        for key, pod in list(self.pods.items()):
+            if key[0] != ns or pod["metadata"]["labels"].get("controller-uid") != uid:
+                continue
+            if policy == "Orphan":
+                pod["metadata"].pop("ownerReferences", None)
+            else:
+                del self.pods[key]
 
     def _get_deployment(self, ns: str, name: str, **_: Any) -> tuple[int, Any]:
         dep = self.deployments.get((ns, name))
@@ -247,15 +350,19 @@ class FakeKubernetes:
         uid = f"uid-{next(self._ids)}"
         job = json.loads(json.dumps(body))
         job["metadata"].update(uid=uid, namespace=ns, creationTimestamp="2030-01-01T00:00:00Z")
-        job["status"] = {"active": 1}
+        job["status"] = {"active": 1, "startTime": "2030-01-01T00:00:00Z"}
         self.jobs[(ns, name)] = job
         template = job["spec"]["template"]
         pod_name = f"{name}-{uid[-5:].rjust(5, 'x')}"
         labels = {**template.get("metadata", {}).get("labels", {}), "job-name": name,
-                  "batch.kubernetes.io/job-name": name, "controller-uid": uid}  # fmt: skip
+                  "batch.kubernetes.io/job-name": name, "controller-uid": uid,
+                  "batch.kubernetes.io/controller-uid": uid}  # fmt: skip
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                 "controller": True, "blockOwnerDeletion": True}  # fmt: skip
         self.pods[(ns, pod_name)] = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+            "metadata": {"name": pod_name, "generateName": f"{name}-", "namespace": ns,
+                         "labels": labels, "ownerReferences": [owner],
                          "creationTimestamp": "2030-01-01T00:00:01Z"},
             "spec": json.loads(json.dumps(template["spec"])),
             "status": {"phase": "Pending"},
@@ -268,17 +375,19 @@ class FakeKubernetes:
         job = self.jobs.get((ns, name))
         if job is None:
             return 404, status(404, "NotFound", f'jobs.batch "{name}" not found')
-        return 200, job
+        shown = {k: v for k, v in job["status"].items() if not k.startswith("_")}
+        return 200, {**job, "status": shown}
 
-    def _delete_job(self, ns: str, name: str, **_: Any) -> tuple[int, Any]:
-        if self.jobs.pop((ns, name), None) is None:
+    def _delete_job(
+        self, ns: str, name: str, *, query: dict[str, str], body: Body | None, **_: Any
+    ) -> tuple[int, Any]:
+        if (ns, name) not in self.jobs:
             return 404, status(404, "NotFound", f'jobs.batch "{name}" not found')
-        for key in [
-            k
-            for k, p in self.pods.items()
-            if k[0] == ns and p["metadata"]["labels"].get("job-name") == name
-        ]:
-            del self.pods[key]  # fmt: skip
+        policy = (body or {}).get("propagationPolicy") or query.get("propagationPolicy")
+        if policy is not None and policy not in _POLICIES:
+            return 400, status(400, "BadRequest", f"invalid propagationPolicy {policy!r}")
+        # batch/v1 Jobs orphan their pods unless told otherwise (kubectl asks for Background)
+        self._remove_job(ns, name, policy or "Orphan")
         return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
 
     def _post_pods(self, ns: str, *, body: Body, **_: Any) -> tuple[int, Any]:
@@ -334,6 +443,27 @@ class FakeKubernetes:
         return 200, "".join(line + "\n" for line in lines)
 
 
+def _validate(route: str, body: Body) -> tuple[int, Body] | None:
+    """The API server's answer to a body that breaks the schema, or None if it is valid."""
+    import kubernetes_validate
+
+    kind, plural = _KINDS[route]
+    name = body.get("metadata", {}).get("name", "")
+    if body.get("kind") != kind:
+        return 400, status(400, "BadRequest", f"the body is a {body.get('kind')!r}, not a {kind}")
+    try:
+        kubernetes_validate.validate(body, SCHEMA_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.path) or "<root>"
+        unknown = re.search(r"\('(.+)' was unexpected\)", exc.message)
+        if exc.validator == "additionalProperties" and unknown:
+            return 400, status(
+                400, "BadRequest", f'strict decoding error: unknown field "{where}.{unknown[1]}"'
+            )
+        return 422, status(422, "Invalid", f'{plural} "{name}" is invalid: {where}: {exc.message}')
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     cluster: FakeKubernetes
 
@@ -356,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = _serve
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass

@@ -29,7 +29,7 @@ from taskloom import (
     task,
 )
 from taskloom.executors.kubernetes import KubernetesExecutor
-from taskloom.k8s import job_name, worker_manifests
+from taskloom.k8s import job_name, rbac_manifests, worker_manifests
 from taskloom.k8s.client import (
     K8sClient,
     KubernetesApiError,
@@ -320,6 +320,7 @@ async def test_exec_run_for_an_unknown_run_exits_1(
 
 # -- the client: what the pipeline's pod kinds reuse ---------------------------------------------
 async def test_client_pod_calls(fake: FakeKubernetes, client: K8sClient) -> None:
+    fake.role = rbac_manifests(NS, pod_tasks=True)[0]  # bare pods are for pipeline tasks
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "p1", "labels": {"taskloom.io/pipeline": "etl"}},
            "spec": {"restartPolicy": "Never",
@@ -349,7 +350,10 @@ async def test_client_job_calls(fake: FakeKubernetes, client: K8sClient) -> None
            "spec": {"template": {"spec": {"restartPolicy": "Never",
                                           "containers": [{"name": "main", "image": "x"}]}}}}  # fmt: skip
     await client.create_job(NS, job)
-    assert (await client.get_job(NS, "j1"))["status"] == {"active": 1}
+    assert (await client.get_job(NS, "j1"))["status"] == {
+        "active": 1,
+        "startTime": "2030-01-01T00:00:00Z",
+    }
     [pod] = await client.pods_of_job(NS, "j1")
     assert pod["metadata"]["labels"]["job-name"] == "j1"
     assert await client.delete_job(NS, "j1") is True
@@ -372,3 +376,111 @@ async def test_client_by_host(fake: FakeKubernetes) -> None:
     async with K8sClient(host=fake.url) as k8s:
         dep = await k8s.read_deployment(NS, "taskloom-worker")
     assert dep["spec"]["template"]["spec"]["containers"][0]["name"] == "main"
+
+
+# -- the fake is as strict as an API server --------------------------------------------------------
+async def test_a_broken_job_manifest_is_refused_as_a_server_would(
+    manager: TaskManager, fake: FakeKubernetes, cluster_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskloom.executors.kubernetes as k8s_executor
+
+    real = k8s_executor.job_manifest
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        body = real(*args, **kwargs)
+        body["spec"]["template"]["spec"]["containers"][0]["cpuLimit"] = "2"  # not a field
+        return body
+
+    monkeypatch.setattr(k8s_executor, "job_manifest", broken)
+    await cluster_of(run_in_process(manager))
+
+    run = await manager.execute("crunch", n=2)
+
+    assert run.state is TaskState.failure
+    assert (
+        run.error is not None
+        and 'unknown field "spec.template.spec.containers.0.cpuLimit"' in (run.error["message"])
+    )
+    assert not fake.jobs  # nothing was created
+
+
+async def test_schema_errors_answer_422_and_unknown_fields_400(
+    fake: FakeKubernetes, client: K8sClient
+) -> None:
+    nameless = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j2"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                               "containers": [{"image": "x"}]}}}}  # fmt: skip
+    with pytest.raises(KubernetesApiError, match="422.*'name' is a required property") as info:
+        await client.create_job(NS, nameless)
+    assert info.value.status == 422
+    typo = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j3"},
+            "spec": {"backofLimit": 1, "template": {"spec": {"containers": []}}}}  # fmt: skip
+    with pytest.raises(KubernetesApiError, match='unknown field "spec.backofLimit"') as info:
+        await client.create_job(NS, typo)
+    assert info.value.status == 400
+    assert not fake.jobs
+
+
+async def test_a_missing_rbac_verb_fails_the_run(
+    manager: TaskManager, fake: FakeKubernetes, cluster_of: Any
+) -> None:
+    role = rbac_manifests(NS)[0]
+    for rule in role["rules"]:
+        if "jobs" in rule["resources"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != "create"]
+    fake.role = role
+    await cluster_of(run_in_process(manager))
+
+    run = await manager.execute("crunch", n=2)
+
+    assert run.state is TaskState.failure
+    assert run.error is not None
+    assert 'cannot create resource "jobs" in API group "batch"' in run.error["message"]
+    assert [c for c in fake.calls if c.route == "jobs"]  # it was asked, and refused
+
+
+async def test_the_printed_role_covers_every_call_of_a_run(
+    manager: TaskManager, fake: FakeKubernetes, cluster_of: Any
+) -> None:
+    fake.role = rbac_manifests(NS)[0]  # exactly what `taskloom k8s rbac` prints
+    await cluster_of(run_in_process(manager), fail(), hang())
+    assert (await manager.execute("crunch", n=3)).state is TaskState.success
+    assert (await manager.execute("explode", n=1)).state is TaskState.failure  # reads pods+logs
+
+
+async def test_jobs_orphan_pods_without_a_propagation_policy(
+    fake: FakeKubernetes, client: K8sClient
+) -> None:
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j4"},
+           "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                          "containers": [{"name": "main", "image": "x"}]}}}}  # fmt: skip
+    await client.create_job(NS, job)
+    [pod] = await client.pods_of_job(NS, "j4")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "Job"
+    assert (
+        pod["metadata"]["labels"]["controller-uid"] == pod["metadata"]["ownerReferences"][0]["uid"]
+    )
+    # the executor asks for Background: the pod goes with its Job
+    assert await client.delete_job(NS, "j4") is True
+    assert not fake.pods
+    # a bare API delete (no policy) leaves the pod running, ownerless, as batch/v1 does
+    await client.create_job(NS, {**job, "metadata": {"name": "j5"}})
+    status, _ = fake.handle("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/j5", {}, None)
+    assert status == 200
+    [orphan] = fake.pods.values()
+    assert "ownerReferences" not in orphan["metadata"]
+
+
+async def test_finished_jobs_are_deleted_after_their_ttl(
+    manager: TaskManager, fake: FakeKubernetes, cluster_of: Any
+) -> None:
+    await cluster_of(run_in_process(manager))
+    run = await manager.execute("crunch", n=4)
+    assert run.state is TaskState.success
+    name = job_name("crunch", run.id, 0)
+    job = fake.handle("GET", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}", {}, None)[1]
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    fake.advance(119)
+    assert (NS, name) in fake.jobs
+    fake.advance(1)  # ttlSecondsAfterFinished = job_ttl = 120
+    assert (NS, name) not in fake.jobs and not fake.pods

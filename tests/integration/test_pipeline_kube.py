@@ -19,7 +19,7 @@ pytest.importorskip("kubernetes_asyncio")
 
 from taskloom import ConfigError, K8sConfig, Resources, TaskManager
 from taskloom.executors.kubernetes import KubernetesExecutor
-from taskloom.k8s import job_name, worker_manifests
+from taskloom.k8s import job_name, rbac_manifests, worker_manifests
 from taskloom.k8s.client import K8sClient
 from taskloom.pipeline import (
     InProcessTask,
@@ -75,7 +75,7 @@ def validate(manifest: dict[str, Any]) -> None:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeKubernetes]:
-    cluster = FakeKubernetes()
+    cluster = FakeKubernetes(role=rbac_manifests(NS, pod_tasks=True)[0])
     cluster.start()
     dep = worker_manifests(NS, "ghcr.io/acme/app:1", "app:manager", scheduler=False)[0]
     cluster.deployments[(NS, "taskloom-worker")] = dep

@@ -128,3 +128,15 @@ async def async_square(n: int) -> int:
 @task(cpu_bound=True, retry=2, secrets=[Secret("absent", env_var="PROC_TASKS_ABSENT")])
 def needs_absent_secret() -> None:
     """Its secret is never set: the run fails in the child before the function runs."""
+
+
+class Poison(BaseException):
+    """A BaseException of a task's own, outside the Exception tree."""
+
+
+@task(cpu_bound=True, retry=RetryPolicy(max_attempts=2, wait=0.0))
+def poison(how: str) -> None:
+    """Never return: `exit` kills the child with os._exit, else raise the named BaseException."""
+    if how == "exit":
+        os._exit(5)
+    raise {"system_exit": SystemExit(4), "interrupt": KeyboardInterrupt(), "own": Poison("x")}[how]

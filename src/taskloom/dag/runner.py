@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TaskFailedError, TaskTimeoutError
 from ..run import TaskRun, TaskState, current_run, new_run_id
-from ..store.base import dt
 from ..task import Task
-from ..workflow import run_inline
 from .faults import FaultingPre, FaultInjector
 from .node import Node, NodeContext, call_hook
 from .result import DagResult, NodeMetrics
@@ -194,18 +192,14 @@ class DagRunner:
             )
         model = task.prepare((), kwargs)
         async with self._slot():
-            now = dt(self.manager.clock())
-            run = TaskRun(
-                task=task.name, priority=task.priority, params=task.interface.stored_params(model),
-                state=TaskState.running, queued=now, start=now, queue=task.queue,
-                tags=[*task.tags, f"dag:{self.dag_id}", f"dag-node:{node.name}"],
-                parent_id=self.parent.id if self.parent else None,
-                root_run_id=self.parent.root_run_id if self.parent else None,
+            lifecycle = self.manager.lifecycle
+            run = lifecycle.build_here(
+                task, task.interface.stored_params(model), parent=self.parent,
                 worker=self.worker,
+                tags=[*task.tags, f"dag:{self.dag_id}", f"dag-node:{node.name}"],
             )  # fmt: skip
             self.launched[node.name].append(run)
-            await self.manager.store.save(run)
-            return await run_inline(self.manager, task, run)
+            return await lifecycle.start_here(task, run)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import TaskTimeoutError
+from ..errors import TaskFailedError, TaskTimeoutError
 from ..policies import resolve_secrets
 
 if TYPE_CHECKING:
@@ -50,6 +50,32 @@ async def with_timeout(aw: Awaitable[T], timeout: float | None, task: str) -> T:
         return await asyncio.wait_for(aw, timeout)
     except TimeoutError:
         raise TaskTimeoutError(f"task {task!r} timed out after {timeout:g}s") from None
+
+
+async def contained(aw: Awaitable[T], run_id: str | None) -> T:
+    """Await a task's coroutine; a bare `BaseException` it raises becomes a run failure.
+
+    SystemExit or KeyboardInterrupt leaving an asyncio task would stop the worker's event
+    loop, and other BaseExceptions slip past `except Exception`: the run must fail instead,
+    with the original type named. Cancellation passes through: only the caller knows whether
+    it asked for it.
+    """
+    try:
+        return await aw
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise TaskFailedError.from_exception(exc, run_id) from None
+
+
+def contained_sync(fn: Callable[[], T], run_id: str | None) -> T:
+    """`contained` for a function running on a pool thread (nothing there is ours to cancel)."""
+    try:
+        return fn()
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise TaskFailedError.from_exception(exc, run_id) from None
 
 
 @contextmanager

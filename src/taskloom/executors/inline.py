@@ -6,7 +6,7 @@ from typing import Any
 
 from ..run import TaskRun
 from ..task import Task
-from .base import bound_secrets, with_timeout
+from .base import bound_secrets, contained, with_timeout
 
 
 async def _call(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Any:
@@ -30,4 +30,4 @@ class InlineExecutor:
     ) -> Any:
         """Await the task's function here."""
         call = _call(task, run, kwargs) if task.secrets else task.invoke(run, kwargs)
-        return await with_timeout(call, timeout, task.name)
+        return await with_timeout(contained(call, run.id), timeout, task.name)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..run import TaskRun
 from ..task import Task
-from .base import bound_secrets, with_timeout
+from .base import bound_secrets, contained_sync, with_timeout
 
 
 class ThreadExecutor:
@@ -46,7 +46,7 @@ class ThreadExecutor:
             self._running += 1
         try:
             with bound_secrets(task, run):
-                return task.invoke_sync(run, kwargs)
+                return contained_sync(lambda: task.invoke_sync(run, kwargs), run.id)
         finally:
             with self._lock:
                 self._running -= 1

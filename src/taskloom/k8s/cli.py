@@ -17,6 +17,7 @@ import typer
 
 from .manifests import (
     DEFAULT_GRACE_SECONDS,
+    DEPLOYMENT,
     SERVICE_ACCOUNT,
     STORE_SECRET,
     rbac_manifests,
@@ -67,12 +68,35 @@ def manifests(
         STORE_SECRET
     ),
     scheduler: Annotated[bool, typer.Option(help="include the scheduler Deployment")] = True,
+    autoscale: Annotated[
+        bool, typer.Option(help="add an HPA on queue depth (needs an external-metrics adapter)")
+    ] = False,
+    queue: Annotated[
+        list[str] | None, typer.Option(help="queue the HPA watches (repeat; default: default)")
+    ] = None,
+    runs_per_worker: Annotated[int, typer.Option(help="queued runs per worker replica")] = 20,
+    max_replicas: Annotated[int, typer.Option(help="HPA upper bound")] = 10,
 ) -> None:
-    """Print RBAC plus the worker (and scheduler) Deployments."""
+    """Print RBAC plus the worker (and scheduler) Deployments (and an HPA with --autoscale)."""
     docs = rbac_manifests(namespace) + worker_manifests(
         namespace, image, app_spec, replicas=replicas, grace_seconds=grace,
         store_secret=store_secret, scheduler=scheduler,
     )  # fmt: skip
+    if autoscale:
+        from .autoscale import autoscaler_manifest, expose_metrics
+
+        try:
+            hpa = autoscaler_manifest(
+                namespace, queues=tuple(queue or ("default",)), runs_per_worker=runs_per_worker,
+                min_replicas=min(replicas, max_replicas), max_replicas=max_replicas,
+            )  # fmt: skip
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for doc in docs:
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == DEPLOYMENT:
+                expose_metrics(doc)
+        docs.append(hpa)
     typer.echo(dump_documents(docs), nl=False)
 
 

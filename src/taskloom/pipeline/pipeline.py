@@ -428,7 +428,7 @@ class Pipeline:
 
     async def _enqueue(self, task: PipelineTask, runs: list[TaskRun]) -> int:
         try:
-            stored = await self.manager.store.enqueue(runs)
+            stored = await self.manager.lifecycle.submit(runs)
         except BaseException:
             for run in runs:
                 self._release(task, run.params["job"])
@@ -436,8 +436,6 @@ class Pipeline:
         for sent, got in zip(runs, stored, strict=True):
             # an existing run in flight for the same job (dedup) is adopted, not duplicated
             self._track(task, sent.params["job"], got)
-            if got.id == sent.id:
-                await self.manager.hooks.on_queued(got)
         self.stats.launched += len(runs)
         return len(runs)
 

@@ -27,6 +27,7 @@ import orjson
 from ..errors import ConfigError, StoreUnavailableError, missing_extra
 from ..run import TaskPriority, TaskRun, TaskState
 from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .records import claimed, decode_or_stand_in, decode_run
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -123,8 +124,8 @@ def _json(run: TaskRun) -> str:
     return run.model_dump_json()
 
 
-def _load(data: str) -> TaskRun:
-    return TaskRun.model_validate_json(data)
+def _load(data: str, run_id: str) -> TaskRun:
+    return decode_run(data, run_id)
 
 
 def _iso(seconds: float) -> str:
@@ -400,7 +401,7 @@ class PostgresStore:
                     [c.id for c in skipped],
                     [c.dedup_key for c in skipped if c.dedup_key],
                 )
-                existing = {(r["kind"], r["match"]): _load(r["data"]) for r in found}
+                existing = {(r["kind"], r["match"]): decode_or_stand_in(r["data"]) for r in found}
             return inserted, existing
 
         # Idempotent: a retry finds the rows the lost attempt inserted and returns them.
@@ -453,7 +454,12 @@ class PostgresStore:
 
         rows = await self._run(op)
         rows = sorted(rows, key=lambda r: (r["priority_rank"], r["due"], r["id"]))
-        return [Lease(_load(r["data"]), r["lease_token"], expires) for r in rows]
+        leases, unreadable = claimed(
+            ((r["id"], r["lease_token"], r["data"]) for r in rows), expires, now
+        )
+        if unreadable:
+            await self.finish(unreadable)
+        return leases
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float
@@ -525,7 +531,9 @@ class PostgresStore:
 
         # A retry after a lost reply returns only what it requeued itself; the rest is queued.
         rows = await self._run(op)
-        out = [_load(r["data"]) for r in rows]
+        # an unreadable record stays queued: the claim that takes it fails it
+        out = [decode_or_stand_in(r["data"], r["id"]) for r in rows]
+        out = [run for run in out if run.state is TaskState.queued]
         for run in out:
             self.notifier.publish_run(run.id)
         if out:
@@ -555,13 +563,13 @@ class PostgresStore:
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
         data = await self._run(lambda conn: conn.fetchval(self._q["get"], run_id))
-        return None if data is None else _load(data)
+        return None if data is None else _load(data, run_id)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         """Runs matching `q`, newest first."""
         sql, args = _query_sql(q)
         rows: list[Record] = await self._run(lambda conn: conn.fetch(sql, *args))
-        return [_load(r["data"]) for r in rows]
+        return [decode_or_stand_in(r["data"], r["id"]) for r in rows]
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs by priority."""
@@ -584,7 +592,7 @@ class PostgresStore:
         if row is None:
             return None
         self.notifier.publish_run(run_id)
-        return _load(row["data"])
+        return _load(row["data"], run_id)
 
     async def purge(self, before: float) -> int:
         """Delete finished runs that ended before `before`."""
@@ -709,7 +717,7 @@ def _query_sql(q: RunQuery) -> tuple[str, list[Any]]:
     if q.tags:
         add("tags @> ?::text[]", list(q.tags))
     args.append(q.limit)
-    sql = "SELECT data FROM runs"
+    sql = "SELECT id, data FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     return f"{sql} ORDER BY id DESC LIMIT ${len(args)}", args

@@ -51,6 +51,7 @@ import orjson
 from ..errors import StoreUnavailableError, missing_extra
 from ..run import TaskPriority, TaskRun, TaskState
 from .base import Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, matches, ts
+from .records import claimed, decode_or_stand_in, decode_run
 
 try:
     import redis.asyncio as aioredis
@@ -196,7 +197,7 @@ return out
 """
 
 # ARGV: P, worker JSON, start JSON, now, lease expiry, token base, limit, all ("1"/"0"), queues...
-# Returns record, token, record, token, ...
+# Returns record, token, id, record, token, id, ...
 _CLAIM = r"""
 local worker, start, now, expires, base = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local limit = tonumber(ARGV[7])
@@ -239,6 +240,7 @@ for j = 1, math.min(limit, #cands) do
     redis.call('ZADD', P .. 'leases', expires, id)
     out[#out + 1] = record(key)
     out[#out + 1] = token
+    out[#out + 1] = id
   else  -- a stale entry (the record was deleted or changed behind our back): drop it
     redis.call('ZREM', cands[j][3], id)
   end
@@ -507,9 +509,9 @@ def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     return run.id, run.dedup_key or "", b"\x1f".join(parts)
 
 
-def _decode(blob: bytes) -> TaskRun:
+def _decode(blob: bytes, run_id: str | None = None) -> TaskRun:
     """A run from the JSON record a script assembled."""
-    return TaskRun.model_validate_json(blob)
+    return decode_run(blob, run_id)
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -744,7 +746,8 @@ class RedisStore:
         replies = await self._run("enqueue", args) if runs else []
         self.notifier.publish("queue")
         return [
-            run if not reply else _decode(reply) for run, reply in zip(runs, replies, strict=True)
+            run if not reply else decode_or_stand_in(reply)
+            for run, reply in zip(runs, replies, strict=True)
         ]
 
     async def claim(
@@ -766,10 +769,14 @@ class RedisStore:
                 secrets.token_hex(8) + "-", limit, "1" if queues is None else "0", *(queues or ()),
             ],
         )  # fmt: skip
-        return [
-            Lease(_decode(reply[i]), reply[i + 1].decode(), expires)
-            for i in range(0, len(reply), 2)
-        ]
+        rows = (
+            (reply[i + 2].decode(), reply[i + 1].decode(), reply[i])
+            for i in range(0, len(reply), 3)
+        )
+        leases, unreadable = claimed(rows, expires, now)
+        if unreadable:
+            await self.finish(unreadable)
+        return leases
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float
@@ -819,7 +826,9 @@ class RedisStore:
         out: list[TaskRun] = []
         while True:
             reply = await self._run("reclaim", [_num(now), _json_time(now), RECLAIM_BATCH])
-            out += [_decode(blob) for blob in reply[1:]]
+            # an unreadable record stays queued: the claim that takes it fails it
+            runs = (decode_or_stand_in(blob) for blob in reply[1:])
+            out += [run for run in runs if run.state is TaskState.queued]
             if reply[0] < RECLAIM_BATCH:
                 break
         for run in out:
@@ -839,7 +848,7 @@ class RedisStore:
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
         [blob] = await self._run("load", [run_id])
-        return None if blob is None else _decode(blob)
+        return None if blob is None else _decode(blob, run_id)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         """Newest first from the most selective index, filtered with `matches`."""
@@ -860,7 +869,7 @@ class RedisStore:
             reply = await self._run("page", [index, bound, chunk])
             for i in range(0, len(reply), 2):
                 if reply[i + 1] is not None:
-                    run = _decode(reply[i + 1])
+                    run = decode_or_stand_in(reply[i + 1], reply[i].decode())
                     if matches(run, q):
                         out.append(run)
                         if len(out) == q.limit:
@@ -889,7 +898,7 @@ class RedisStore:
         if blob is None:
             return None
         self.notifier.publish_run(run_id)
-        return _decode(blob)
+        return _decode(blob, run_id)
 
     async def purge(self, before: float) -> int:
         """Delete finished runs that ended before `before`, in batches."""

@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..errors import ConfigError, StoreUnavailableError
+from ..errors import ConfigError, CorruptRecordError, StoreUnavailableError
 from ..run import Attempt, TaskPriority, TaskRun, TaskState
 from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .records import claimed, decode_or_stand_in, decode_run, unreadable_run
 from .wakeups import PeerNotifier, wake_folder
 
 T = TypeVar("T")
@@ -197,10 +198,12 @@ _UPSERT = (
 _REWRITE = f"UPDATE runs SET {_SET_COLUMNS} WHERE id = ?"  # keeps the lease
 _RELEASE = f"UPDATE runs SET {_SET_COLUMNS}, lease_token = NULL, lease_expires = NULL WHERE id = ?"
 _FINISH = f"{_RELEASE} AND lease_token = ? AND state = 'running'"
-_HELD = """SELECT id, lease_token, json_extract(data, '$.cancel_requested') FROM runs
+# A record that is not JSON must fail alone, not every statement touching it (json_valid).
+_HELD = """SELECT id, lease_token,
+    CASE WHEN json_valid(data) THEN json_extract(data, '$.cancel_requested') END FROM runs
 WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running' AND lease_token IS NOT NULL"""
 _BEAT = """UPDATE runs SET lease_expires = ?1,
-    data = CASE WHEN ?2 IS NULL THEN data
+    data = CASE WHEN ?2 IS NULL OR NOT json_valid(data) THEN data
            ELSE json_set(data, '$.progress', ?2, '$.progress_note', ?3) END
 WHERE id = ?4 AND lease_token = ?5 AND state = 'running'"""
 # One statement picks and marks the runs, so two claimers (threads or processes) never share
@@ -211,8 +214,9 @@ WHERE id = ?4 AND lease_token = ?5 AND state = 'running'"""
 _CLAIM = """UPDATE runs SET
     state = 'running', worker = :worker, lease_token = lower(hex(randomblob(8))),
     lease_expires = :expires, created = coalesce(created, :now),
-    data = json_set(data, '$.state', 'running', '$.worker', :worker,
-                    '$.start', coalesce(json_extract(data, '$.start'), :start))
+    data = CASE WHEN NOT json_valid(data) THEN data
+           ELSE json_set(data, '$.state', 'running', '$.worker', :worker,
+                         '$.start', coalesce(json_extract(data, '$.start'), :start)) END
 WHERE id IN (
     SELECT id FROM runs INDEXED BY {index}
     WHERE state = 'queued' AND (execute_after IS NULL OR execute_after <= :now){queues}
@@ -240,8 +244,8 @@ def _record(run: TaskRun) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _load(data: str) -> TaskRun:
-    return TaskRun.model_validate_json(data)
+def _load(data: str, run_id: str) -> TaskRun:
+    return decode_run(data, run_id)
 
 
 def _iso(seconds: float) -> str:
@@ -387,7 +391,7 @@ class SQLiteStore:
                     if existing is None and run.dedup_key:
                         existing = by_key.get(run.dedup_key)
                     if existing is not None:
-                        out.append(_load(existing))
+                        out.append(decode_or_stand_in(existing))
                         continue
                     new_rows.append(row)
                     by_id[run.id] = row[-1]  # a later duplicate in this batch sees this one
@@ -422,13 +426,16 @@ class SQLiteStore:
         else:
             sql, params["queues"] = _CLAIM_SOME, _json(list(queues))
 
-        def work(conn: sqlite3.Connection) -> list[Lease]:
+        def work(conn: sqlite3.Connection) -> tuple[list[Lease], list[tuple[Lease, TaskRun]]]:
             with _immediate(conn):
                 rows = conn.execute(sql, params).fetchall()
             rows.sort(key=lambda row: (row[0], row[1], row[2]))
-            return [Lease(_load(data), token, expires) for _r, _d, _i, token, data in rows]
+            return claimed(((i, token, data) for _r, _d, i, token, data in rows), expires, now)
 
-        return await self._run(work)
+        leases, unreadable = await self._run(work)
+        if unreadable:
+            await self.finish(unreadable)
+        return leases
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float
@@ -511,12 +518,17 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> list[TaskRun]:
             with _immediate(conn):
                 rows = conn.execute(
-                    "SELECT data FROM runs INDEXED BY runs_lease"
+                    "SELECT id, data FROM runs INDEXED BY runs_lease"
                     " WHERE lease_token IS NOT NULL AND lease_expires < ?"
                     " AND state = 'running' ORDER BY lease_expires, id",
                     (now,),
                 ).fetchall()
-                runs = [_load(data) for (data,) in rows]
+                runs, unreadable = [], []
+                for run_id, data in rows:
+                    try:
+                        runs.append(_load(data, run_id))
+                    except CorruptRecordError as exc:  # fails here, as a claim would fail it
+                        unreadable.append(unreadable_run(exc, data, now))
                 for run in runs:
                     run.attempts.append(
                         Attempt(
@@ -527,7 +539,9 @@ class SQLiteStore:
                     )  # fmt: skip
                     run.state = TaskState.queued
                     run.worker = None
-                conn.executemany(_RELEASE, [(*_record(run), run.id) for run in runs])
+                conn.executemany(
+                    _RELEASE, [(*_record(run), run.id) for run in (*runs, *unreadable)]
+                )
             return runs
 
         runs = await self._run(work)
@@ -552,7 +566,7 @@ class SQLiteStore:
     async def get(self, run_id: str) -> TaskRun | None:
         def work(conn: sqlite3.Connection) -> TaskRun | None:
             row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
-            return None if row is None else _load(row[0])
+            return None if row is None else _load(row[0], run_id)
 
         return await self._run(work)
 
@@ -575,14 +589,17 @@ class SQLiteStore:
                 clauses.append(clause)
                 params.append(bound)
         for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
-            clauses.append("EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)")
+            clauses.append(
+                "json_valid(runs.data) AND"
+                " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
+            )
             params.append(tag)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT data FROM runs {where} ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?"
         params.append(q.limit)
 
         def work(conn: sqlite3.Connection) -> list[TaskRun]:
-            return [_load(data) for (data,) in conn.execute(sql, params)]
+            return [decode_or_stand_in(data, i) for i, data in conn.execute(sql, params)]
 
         return await self._run(work)
 
@@ -610,7 +627,7 @@ class SQLiteStore:
                 row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
                 if row is None:
                     return None
-                run = _load(row[0])
+                run = _load(row[0], run_id)
                 if run.state in (TaskState.init, TaskState.queued):
                     run.state = TaskState.aborted
                     run.end = dt(now)

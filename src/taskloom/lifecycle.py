@@ -1,0 +1,199 @@
+"""One run's life above the store: built, submitted, run here, finished.
+
+Every path that makes or ends a run comes through `RunLifecycle`: `queue`/`enqueue`/
+`queue_many`, scheduler ticks, pipeline launches, workflow children, DAG nodes, `execute()`
+and the consumer's acks. So validation, ids and lineage are made one way, `before_queue` runs
+for every run before its first write, and no caller above the store writes a run record itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .errors import CancelledRunError, InvalidParamsError
+from .run import TaskPriority, TaskRun, TaskState, utcnow
+from .runner import attempt, decide
+from .store.base import Lease, dt
+
+if TYPE_CHECKING:
+    from .manager import TaskManager
+    from .task import Task
+
+
+class RunLifecycle:
+    """Builds, submits, runs here and finishes the runs of one manager (`manager.lifecycle`)."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+    # -- building -------------------------------------------------------------------------------
+    def build(
+        self,
+        task: str | Task,
+        params: Mapping[str, Any],
+        *,
+        priority: TaskPriority | str | None = None,
+        queue: str | None = None,
+        dedup_key: str | None = None,
+        delay: float | timedelta | None = None,
+        execute_after: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        parent: TaskRun | None = None,
+        run_id: str | None = None,
+        from_run_id: str | None = None,
+    ) -> TaskRun:
+        """Validate params and build a queued run record (nothing is written)."""
+        t = self.manager.get_task(task)
+        _model, stored = t.validate_params(params)
+        now = self.manager.clock()
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if delay:
+            execute_after = dt(now + delay)
+        extra: dict[str, Any] = {}
+        if run_id:
+            extra["id"] = run_id
+        if parent is not None:
+            extra["parent_id"] = parent.id
+            extra["root_run_id"] = parent.root_run_id
+        return TaskRun(
+            task=t.name,
+            priority=TaskPriority(priority or t.priority),
+            params=stored,
+            state=TaskState.queued,
+            queued=dt(now),
+            execute_after=execute_after,
+            queue=queue or t.queue,
+            dedup_key=dedup_key,
+            tags=list(tags if tags is not None else t.tags),
+            from_run_id=from_run_id,
+            **extra,
+        )
+
+    def build_here(
+        self,
+        task: Task,
+        params: dict[str, Any],
+        *,
+        parent: TaskRun | None,
+        worker: str | None,
+        run_id: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> TaskRun:
+        """A run record of `task` (validated `params`) that starts here now, as `running`."""
+        now = dt(self.manager.clock())
+        extra: dict[str, Any] = {"id": run_id} if run_id else {}
+        return TaskRun(
+            task=task.name, priority=task.priority, params=params, state=TaskState.running,
+            queued=now, start=now, queue=task.queue,
+            tags=list(tags if tags is not None else task.tags),
+            parent_id=parent.id if parent else None,
+            root_run_id=parent.root_run_id if parent else None, worker=worker, **extra,
+        )  # fmt: skip
+
+    def refuse_secret_inputs(self, task: str | Task) -> None:
+        """Refuse to queue a task with `SecretStr` inputs: they are never stored."""
+        t = self.manager.get_task(task)
+        fields = t.interface.secret_fields
+        if fields:
+            raise InvalidParamsError(
+                t.name,
+                [{"loc": (f,), "msg": "SecretStr inputs are never stored, so a run with them "
+                  "cannot be queued: declare a Secret(...) on the task, or use execute()"}
+                 for f in sorted(fields)],
+            )  # fmt: skip
+
+    # -- submitting -----------------------------------------------------------------------------
+    async def submit(self, runs: Sequence[TaskRun]) -> list[TaskRun]:
+        """Write built runs (queued, or running for runs that start here) in one round trip.
+
+        `before_queue` sees every run first (it may still change it, e.g. a trace context);
+        `on_queued` follows for each run put on the queue. A run whose id or pending
+        `dedup_key` exists already comes back as the stored run instead.
+        """
+        store = await self.manager._ready()
+        hooks = self.manager.hooks
+        if hooks.hooks:
+            for run in runs:
+                await hooks.before_queue(run)
+        stored = await store.enqueue(runs)
+        if hooks.hooks:
+            for sent, got in zip(runs, stored, strict=True):
+                if got is sent and got.state is TaskState.queued:
+                    await hooks.on_queued(got)
+        return stored
+
+    async def reopen(self, prior: TaskRun, *, on_queue: bool, worker: str | None) -> TaskRun:
+        """A finished (or stranded) run of an earlier attempt, reset to run again."""
+        prior.state = TaskState.queued if on_queue else TaskState.running
+        prior.worker = None if on_queue else worker
+        prior.retry_attempt, prior.rate_limit_attempt = 0, 0
+        prior.error, prior.result, prior.end, prior.execute_after = None, None, None, None
+        prior.cache_hit = False
+        await self.manager.store.save(prior)
+        return prior
+
+    # -- running here ---------------------------------------------------------------------------
+    async def execute(self, run: TaskRun) -> TaskRun:
+        """Execute a built run here until it is done (retries wait here), recording it."""
+        manager = self.manager
+        t = manager.get_task(run.task)
+        store = await manager._ready()
+        first = True
+        while True:
+            run.state, run.worker = TaskState.running, f"local-{os.getpid()}"
+            run.start = run.start or utcnow()
+            if first and manager.hooks.hooks:
+                await manager.hooks.before_queue(run)
+            first = False
+            await store.save(run)
+            run._manager = manager
+            run = await attempt(manager, t, run)
+            await store.save(run)
+            if run.state is not TaskState.queued:
+                return run
+            wait = (run.execute_after.timestamp() - manager.clock()) if run.execute_after else 0
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def start_here(self, task: Task, run: TaskRun) -> TaskRun:
+        """Submit a run built with `build_here` and execute it here until it is done."""
+        await self.submit([run])
+        return await self.run_inline(task, run)
+
+    async def run_inline(self, task: Task, run: TaskRun) -> TaskRun:
+        """Execute a recorded run of `task` here until it is done and save its final record.
+
+        Attempts go through `runner.attempt` (executors, cache, retry policy); waits between
+        retries happen here. Between attempts the record stays `running`, so no worker claims
+        it. Cancelling the caller records the run `aborted` (with the cancel message) and
+        re-raises.
+        """
+        manager = self.manager
+        store = manager.store
+        while True:
+            run._manager = manager
+            try:
+                run = await attempt(manager, task, run)
+            except asyncio.CancelledError as exc:
+                reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
+                run = decide(task, run, CancelledRunError(reason), manager.clock())
+                await store.save(run)
+                raise
+            if run.state is not TaskState.queued:
+                await store.save(run)
+                return run
+            wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
+            run.state, run.execute_after = TaskState.running, None
+            await store.save(run)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    # -- finishing ------------------------------------------------------------------------------
+    async def finish(self, items: Sequence[tuple[Lease, TaskRun]]) -> list[bool]:
+        """Write leased runs' new records, fenced by their leases (False: the lease was lost)."""
+        return await self.manager.store.finish(items)

@@ -1,0 +1,100 @@
+"""Reading stored run records: an unreadable record costs one run, never the queue.
+
+Every backend decodes its records through `decode_run`. A record that is not JSON, or whose
+fields have the wrong types (edited by hand, written by a mismatched version, damaged on
+disk) raises `CorruptRecordError` there. A claim fails that run alone with `unreadable_run`
+as its new record, and listings show the same stand-in, so the id stays visible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from ..errors import CorruptRecordError
+from ..run import TaskRun, TaskState
+from .base import Lease, dt
+
+log = logging.getLogger("taskloom.store")
+
+UNREADABLE_TASK = "<unreadable>"  # the task name of a stand-in whose record named none
+
+
+def _describe(exc: ValidationError) -> str:
+    """What is wrong, by field, never quoting the stored values (they may be private)."""
+    problems = exc.errors(include_input=False, include_url=False, include_context=False)
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _salvage(data: str | bytes) -> dict[str, str]:
+    """The plain string fields still readable in a damaged record (id, task, queue...)."""
+    try:
+        raw: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    keep = ("id", "task", "queue", "parent_id", "root_run_id")
+    return {k: v for k in keep if isinstance(v := raw.get(k), str) and v}
+
+
+def decode_run(data: str | bytes, run_id: str | None = None) -> TaskRun:
+    """The run a stored JSON record holds; raises `CorruptRecordError` if it cannot be read.
+
+    `run_id` names the record when the caller knows it (the row's key), so the error names
+    the run even if the JSON is too broken to say which one it was.
+    """
+    try:
+        return TaskRun.model_validate_json(data)
+    except ValidationError as exc:
+        known = run_id or _salvage(data).get("id") or "?"
+        raise CorruptRecordError(known, _describe(exc)) from None
+
+
+def unreadable_run(
+    exc: CorruptRecordError, data: str | bytes | None = None, now: float | None = None
+) -> TaskRun:
+    """The failed record that stands in for an unreadable one (what a claim writes back,
+    what listings show); it keeps the task, queue and family ids when they are readable."""
+    fields = _salvage(data) if data is not None else {}
+    fields.pop("id", None)
+    fields.setdefault("task", UNREADABLE_TASK)
+    return TaskRun(
+        id=exc.run_id,
+        state=TaskState.failure,
+        end=dt(now),
+        error={"type": "CorruptRecordError", "message": str(exc), "non_retryable": True},
+        **fields,
+    )
+
+
+def decode_or_stand_in(data: str | bytes, run_id: str | None = None) -> TaskRun:
+    """`decode_run` for listings: an unreadable record shows as its stand-in."""
+    try:
+        return decode_run(data, run_id)
+    except CorruptRecordError as exc:
+        return unreadable_run(exc, data)
+
+
+def claimed(
+    rows: Iterable[tuple[str, str, str | bytes]], expires: float, now: float
+) -> tuple[list[Lease], list[tuple[Lease, TaskRun]]]:
+    """Leases for claimed `(id, token, record)` rows, and, apart, the rows whose record
+    cannot be read, each paired with the failed record to finish it with."""
+    leases: list[Lease] = []
+    unreadable: list[tuple[Lease, TaskRun]] = []
+    for run_id, token, data in rows:
+        try:
+            leases.append(Lease(decode_run(data, run_id), token, expires))
+        except CorruptRecordError as exc:
+            log.error("%s; the run fails", exc)
+            stand_in = unreadable_run(exc, data, now)
+            unreadable.append((Lease(stand_in, token, expires), stand_in))
+    return leases, unreadable
