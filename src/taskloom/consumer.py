@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
+from .queues import rate_limits
 from .run import TaskRun, TaskState
 from .runner import Stop, unknown_task_record
 from .store.base import Beat, Lease
@@ -94,7 +95,7 @@ class TaskConsumer:
                     try:
                         leases = await store.claim(
                             self.worker_id, self.queues, free, self.lease_seconds,
-                            self.manager.clock(),
+                            self.manager.clock(), rate_limits=rate_limits(self.manager),
                         ) if free > 0 else []  # fmt: skip
                     except StoreUnavailableError:
                         await self._store_down()
@@ -102,6 +103,7 @@ class TaskConsumer:
                     self._down_for = 0.0
                     for lease in leases:
                         self._start(lease)
+                    self._wake_at(getattr(leases, "retry_at", None))
                     if burst and not leases and not self._active:
                         if self._acks_idle.is_set():
                             break
@@ -116,8 +118,18 @@ class TaskConsumer:
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            await self._leave()
             self._running = False
             self._done.set()
+
+    def _wake_at(self, when: float | None) -> None:
+        """Claim again at `when` (Unix s) if that comes before the next poll: runs held back
+        by a rate limit, or a retry, are due then; the worker sleeps until that moment."""
+        if when is None:
+            return
+        due = when - self.manager.clock()
+        if due < self.poll_interval:
+            asyncio.get_running_loop().call_later(max(due, 0.0), self._wake.set)
 
     async def _store_down(self) -> None:
         """The store stopped answering: keep the runs in hand, retry with backoff."""
@@ -156,9 +168,7 @@ class TaskConsumer:
             self._ack_wake.set()
             if new.execute_after is not None and new.state is TaskState.queued:
                 # a retry we scheduled ourselves: wake when it is due instead of at the next poll
-                due = new.execute_after.timestamp() - self.manager.clock()
-                if due < self.poll_interval:
-                    asyncio.get_running_loop().call_later(max(due, 0.0), self._wake.set)
+                self._wake_at(new.execute_after.timestamp())
         finally:
             self._active.pop(run.id, None)
             self.processed += 1
@@ -205,6 +215,13 @@ class TaskConsumer:
         await self.manager.store.worker_beat(
             self.worker_id, info, self.lease_seconds, self.manager.clock()
         )
+
+    async def _leave(self) -> None:
+        """A clean exit: take this worker off the live list at once, not when its beat expires."""
+        try:
+            await self.manager.store.worker_leave(self.worker_id)
+        except Exception:
+            log.warning("could not remove worker %s from the store", self.worker_id, exc_info=True)
 
     async def _next_beat(self) -> None:
         beat = asyncio.create_task(self._beat_now.wait())
@@ -267,9 +284,26 @@ class TaskConsumer:
                 loop.add_signal_handler(sig, self._signal_stop)
 
     def _signal_stop(self) -> None:
-        log.info("signal received: draining (grace %.0fs)", self.grace_seconds)
+        if self._stopping.is_set():
+            self.interrupt()
+            return
+        log.info(
+            "signal received: draining (grace %.0fs); signal again to stop at once",
+            self.grace_seconds,
+        )
         self._stopping.set()
         self._wake.set()
+
+    def interrupt(self) -> None:
+        """Cold shutdown: stop claiming and interrupt every run now; each is requeued."""
+        log.warning("stopping at once: interrupting %d run(s), requeued", len(self._active))
+        self._stopping.set()
+        self._wake.set()
+        for active in list(self._active.values()):
+            if not active.task.done() and active.stop.reason is None:
+                # no ctx.cancelled: a task that saw it could return and end as a success
+                active.stop.reason = "drain"
+                active.task.cancel()
 
     async def __aenter__(self) -> TaskConsumer:
         self._bg = asyncio.create_task(self.run())

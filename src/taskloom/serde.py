@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -29,9 +30,12 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
-def display(value: Any) -> str:
-    """JSON text for people to read; `repr` for a value with no JSON form (a pickled result)."""
-    try:
-        return json.dumps(loads(dumps(value)))  # the stdlib's spacing reads better than orjson's
-    except TypeError:
-        return repr(value)
+def display(value: Any, indent: int | None = None) -> str:
+    """JSON text for people to read: typed results (models, dataclasses, datetimes) in their
+    JSON form, anything without one (a pickled object) as its `repr`."""
+    return json.dumps(
+        value,
+        indent=indent,
+        ensure_ascii=False,
+        default=lambda v: to_jsonable_python(v, fallback=repr),
+    )

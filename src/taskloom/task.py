@@ -15,7 +15,7 @@ from typing import Any, Concatenate, Generic, Protocol, cast, overload
 from pydantic import BaseModel
 from typing_extensions import ParamSpec, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .interface import Interface, check_size
 from .policies import (
     Cache,
@@ -28,8 +28,9 @@ from .policies import (
     bound_secrets,
     to_cache,
 )
+from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
-from .schedules import RandomizeType, Schedule, as_schedule
+from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 from .serializers import SerializerName, get_serializer
 from .template import Documentation, TemplateHooks
 
@@ -71,6 +72,7 @@ class Task(TemplateHooks, Generic[P, R]):
     tags: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     rate_limit_retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # starts per window, across every worker
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     cache: Cache | None = None
@@ -104,6 +106,8 @@ class Task(TemplateHooks, Generic[P, R]):
             object.__setattr__(
                 self, "interface", dataclasses.replace(self.interface, serializer=chosen)
             )
+        if self.schedule is not None:
+            _check_schedule_params(self)
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], **opts: Any) -> Task:
@@ -374,6 +378,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = TaskPriority(value or TaskPriority.medium)
         elif key == "max_concurrency":
             value = int(value or 0)
+        elif key == "rate_limit" and value is not None:
+            value = parse_rate_limit(value)
         elif key in ("cpu_bound", "interruptible", "report", "debuggable"):
             value = bool(value)
         elif key == "pod_template" and value is not None and not isinstance(value, Mapping):
@@ -409,6 +415,19 @@ def _docs_fields(docs: Any) -> dict[str, str]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Task)}
+
+
+def _check_schedule_params(task: Task) -> None:
+    """A schedule must be able to queue its runs: every required input needs a value."""
+    params = schedule_params(task.schedule)
+    try:
+        task.interface.validate(params)
+    except InvalidParamsError as exc:
+        raise ScheduleError(
+            f"task {task.name!r} has schedule {task.schedule} but its runs could not be "
+            f"queued ({exc}): give the inputs on the schedule, e.g. "
+            "every(timedelta(minutes=5), params={...})"
+        ) from None
 
 
 def make_task(fn: Callable[..., Any], *, task_class: type[Task] = Task, **opts: Any) -> Task:
@@ -478,6 +497,7 @@ class TaskFactory(Protocol):
         tags: Sequence[str] | None = None,
         retry: RetryPolicy | int | None = None,
         rate_limit_retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | str | None = None,
         env: Mapping[str, str] | None = None,
         resources: Resources | None = None,
         cache: CacheSpec = None,

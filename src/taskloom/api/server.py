@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from ..errors import ConfigError, missing_extra
 from ..manager import TaskManager
@@ -35,10 +36,12 @@ def serve(
     *,
     token: str | None = None,
     log_level: str = "info",
+    own_logging: bool = True,
 ) -> None:
     """Serve `create_app(manager)` with uvicorn until interrupted (blocking).
 
     A host other than a loopback address needs a token (`token=` or `TASKLOOM_API_TOKEN`).
+    `own_logging=False` leaves logging as configured (the CLI's shared format).
     """
     token = resolve_token(token)
     check_bind(host, token)
@@ -48,4 +51,7 @@ def serve(
         raise missing_extra("api", "uvicorn") from exc
     from .app import create_app
 
-    uvicorn.run(create_app(manager, token=token), host=host, port=port, log_level=log_level)
+    extra: dict[str, Any] = {} if own_logging else {"log_config": None}
+    uvicorn.run(
+        create_app(manager, token=token), host=host, port=port, log_level=log_level, **extra
+    )
