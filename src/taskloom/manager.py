@@ -26,7 +26,7 @@ from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
 from .serializers import SerializerName, get_serializer
-from .store import RunQuery, Store, open_store
+from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
 from .task import Task, TaskFactory, make_task, task_factory
 
@@ -402,6 +402,16 @@ class TaskManager:
         """Queued runs by priority."""
         store = await self._ready()
         return await store.queue_length(queue)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired."""
+        store = await self._ready()
+        return await store.workers(self.clock())
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise StoreUnavailableError if it does not."""
+        store = await self._ready()
+        await store.ping()
 
     # -- schedule switches ----------------------------------------------------------------------
     async def enable(self, name: str) -> None:

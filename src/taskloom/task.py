@@ -283,9 +283,10 @@ class Task(TemplateHooks, Generic[P, R]):
         token = set_current_run(run)
         try:
             args, kwargs = self._args(run, kwargs)
-            value = self.fn(*args, **kwargs)
-            while inspect.isawaitable(value):  # a task may return a gather() future
-                value = await value
+            with run._call_scope():
+                value = self.fn(*args, **kwargs)
+                while inspect.isawaitable(value):  # a task may return a gather() future
+                    value = await value
         finally:
             reset_current_run(token)
         return self.post(value) if self.post is not None else value
@@ -295,9 +296,10 @@ class Task(TemplateHooks, Generic[P, R]):
         token = set_current_run(run)
         try:
             args, kwargs = self._args(run, kwargs)
-            value = self.fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_await(value))
+            with run._call_scope():
+                value = self.fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_await(value))
         finally:
             reset_current_run(token)
         return self.post(value) if self.post is not None else value
