@@ -612,6 +612,7 @@ def _register_subapps() -> None:
             sub = importlib.import_module(module).app
         except ImportError:
             continue
+        sub.rich_markup_mode = None  # brackets in their help and output print as written
         app.add_typer(sub, name=name)
 
 
