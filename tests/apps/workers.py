@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,6 @@ def spawn_worker(app: str, env: dict[str, str], concurrency: int = 8) -> subproc
     return subprocess.Popen(
         [sys.executable, "-m", "taskloom", "worker", "--app", app,
          "--concurrency", str(concurrency), "--grace", "5", "--log-level", "WARNING"],
-        env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        env={**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}, cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
