@@ -9,6 +9,7 @@ import os
 import secrets as _secrets
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -85,7 +86,7 @@ def is_in_cpu_process() -> bool:
 class _Live:
     """What a run carries only while it executes (never stored)."""
 
-    __slots__ = ("cancelled", "child_index", "inputs", "manager", "on_progress", "secrets")
+    __slots__ = ("cancelled", "child_index", "inputs", "manager", "node", "on_progress", "secrets")
 
     def __init__(self) -> None:
         self.manager: TaskManager | None = None
@@ -94,6 +95,7 @@ class _Live:
         self.on_progress: Callable[[TaskRun], None] | None = None
         self.child_index = 0
         self.inputs: dict[str, Any] | None = None
+        self.node: Any = None  # a DAG node's runtime (`taskloom.dag.current_node()`)
 
 
 class Attempt(BaseModel):
@@ -213,6 +215,21 @@ class TaskRun(BaseModel):
     @_inputs.setter
     def _inputs(self, value: dict[str, Any] | None) -> None:
         self._ctx().inputs = value
+
+    @property
+    def _node(self) -> Any:
+        """The DAG node runtime of a run a DAG launched (see `taskloom.dag.current_node`)."""
+        live = self._peek()
+        return None if live is None else live.node
+
+    @_node.setter
+    def _node(self, value: Any) -> None:
+        self._ctx().node = value
+
+    def _call_scope(self) -> AbstractContextManager[object]:
+        """What wraps the task function's call in the thread or process that runs it."""
+        node = self._node
+        return nullcontext() if node is None else node.call_scope()
 
     # -- record helpers -------------------------------------------------------------------------
     @property

@@ -140,7 +140,7 @@ async def test_a_retried_run_succeeds_on_its_second_attempt(
 async def test_memory_limit_is_enforced_and_restored(manager: TaskManager) -> None:
     run = await manager.execute("hog", factor=2.0)
     assert run.state is TaskState.failure and run.error is not None
-    assert run.error["type"] == "MemoryError"
+    assert run.error["type"] == "OutOfMemoryError"
     small = await manager.execute("hog", factor=0.1)
     assert small.state is TaskState.success, small.error
     # the limit is lifted after the run: the same warm child may now allocate that much

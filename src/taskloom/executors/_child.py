@@ -49,17 +49,24 @@ def applied_env(env: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def memory_limit(limit: int | None) -> Iterator[None]:
-    """Lower the soft RLIMIT_AS to `limit` bytes for one run (address space, not RSS)."""
+def memory_limit(limit: int | None, hard_limit: int | None = None) -> Iterator[None]:
+    """Lower the soft RLIMIT_AS to `limit` bytes for one run (address space, not RSS).
+
+    `hard_limit` lowers the hard limit too, for good: no unprivileged process can raise it.
+    """
     try:
         import resource
     except ImportError:  # not on POSIX: nothing to enforce with
-        limit = None
-    if not limit:
+        limit = hard_limit = None
+    if not limit and not hard_limit:
         yield
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    new = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    if hard_limit and (hard == resource.RLIM_INFINITY or hard_limit < hard):
+        hard = hard_limit
+        soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
+    new = limit or hard
+    new = new if hard == resource.RLIM_INFINITY else min(new, hard)
     resource.setrlimit(resource.RLIMIT_AS, (new, hard))
     try:
         yield
@@ -97,7 +104,7 @@ def run_scope(request: Mapping[str, Any], slot: int) -> Iterator[None]:
     with (
         applied_env(request.get("env") or {}),
         cpu_affinity(limits.get("cpu"), slot),
-        memory_limit(limits.get("memory")),
+        memory_limit(limits.get("memory"), limits.get("memory_hard")),
     ):
         yield
 

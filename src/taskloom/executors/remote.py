@@ -68,13 +68,16 @@ def locate(address: tuple[str, str] | list[str]) -> Task:
 def build_request(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Request:
     """The JSON-ready request for one attempt (no secret values, no live objects)."""
     model = task.interface.inputs.model_validate(kwargs)
-    return {
+    request = {
         "kind": "run",
         "task": task.name,
         "params": task.interface.stored_params(model),
         "run": run.record().model_dump(mode="json"),
         "secrets": [dataclasses.asdict(s) for s in task.secrets],
     }
+    if run._node is not None:  # a DAG node's runtime travels with its run
+        request["node"] = run._node.to_dict()
+    return request
 
 
 def error_reply(exc: BaseException, run_id: str | None) -> Reply:
@@ -97,6 +100,10 @@ def run_request(
     run_id = request.get("run", {}).get("id")
     try:
         run = TaskRun.model_validate(request["run"])
+        if request.get("node") is not None:
+            from ..dag.runtime import NodeRuntime  # only DAG runs carry one
+
+            run._node = NodeRuntime.from_dict(request["node"])
         kwargs = task.interface.call_kwargs(task.interface.validate(request["params"]))
         if on_progress is not None:
             report = on_progress
