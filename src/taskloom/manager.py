@@ -25,7 +25,7 @@ from .queues import QueueInfo
 from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
-from .store import RunQuery, Store, open_store
+from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
 from .task import Task, make_task
 
@@ -390,6 +390,16 @@ class TaskManager:
         """Queued runs by priority."""
         store = await self._ready()
         return await store.queue_length(queue)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired."""
+        store = await self._ready()
+        return await store.workers(self.clock())
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise StoreUnavailableError if it does not."""
+        store = await self._ready()
+        await store.ping()
 
     # -- schedule switches ----------------------------------------------------------------------
     async def enable(self, name: str) -> None:
