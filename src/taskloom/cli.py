@@ -273,8 +273,8 @@ def ls_cmd(app_spec: AppOpt = None, as_json: JsonOpt = False) -> None:
     for i in infos:
         nxt = fires.get(i.name)
         table.add_row(
-            i.name, i.short_description, i.executor, i.schedule or "",
-            nxt.isoformat(timespec="seconds") if nxt else "", i.priority, ",".join(i.tags),
+            Text(i.name), Text(i.short_description), i.executor, Text(i.schedule or ""),
+            nxt.isoformat(timespec="seconds") if nxt else "", i.priority, Text(",".join(i.tags)),
         )  # fmt: skip
     console.print(table)
 
@@ -617,6 +617,7 @@ def _register_subapps() -> None:
             sub = importlib.import_module(module).app
         except ImportError:
             continue
+        sub.rich_markup_mode = None  # brackets in their help and output print as written
         app.add_typer(sub, name=name)
 
 
