@@ -39,7 +39,7 @@ def _secrets(task: Task) -> dict[str, str]:
 
 
 async def _call(manager: TaskManager, task: Task, run: TaskRun) -> Any:
-    model = task.interface.validate(run.params)
+    model = task.interface.validate_stored(run.params)
     kwargs = task.interface.call_kwargs(model)
     run._manager = manager
     run._secrets = _secrets(task)
