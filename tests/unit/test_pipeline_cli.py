@@ -105,3 +105,32 @@ def test_bad_apps_exit_2(app_module: str) -> None:
         assert result.exit_code == 2, (spec, result.output)
     result = runner.invoke(app, ["graph"])
     assert result.exit_code == 2 and "TASKLOOM_APP" in result.output
+
+
+def test_ls_cat_inject_repositories(app_module: str, tmp_path: Path) -> None:
+    spec = ["--app", f"{app_module}:pipeline"]
+    listing = runner.invoke(app, ["ls", *spec])
+    assert listing.exit_code == 0, listing.output
+    assert "copy.src\tFileRepository\tis_input,required_for_start" in listing.output
+    assert "copy.done\tFileRepository" in listing.output
+    keys = runner.invoke(app, ["ls", "copy.src", *spec])
+    assert keys.exit_code == 0 and keys.output.split() == ["a", "b", "c"]
+    shown = runner.invoke(app, ["cat", "copy.src", "b", *spec])
+    assert shown.exit_code == 0 and shown.stdout == "bbb"
+    injected = runner.invoke(app, ["inject", "copy.src", "d", *spec], input="from stdin\n")
+    assert injected.exit_code == 0, injected.output
+    assert (tmp_path / "src" / "d").read_text() == "from stdin\n"
+    (tmp_path / "value.bin").write_bytes(b"\x00\x01")
+    from_file = runner.invoke(
+        app, ["inject", "copy.src", "e", "-f", str(tmp_path / "value.bin"), *spec]
+    )
+    assert from_file.exit_code == 0 and (tmp_path / "src" / "e").read_bytes() == b"\x00\x01"
+    assert runner.invoke(app, ["ls", "copy.src", *spec]).output.split() == ["a", "b", "c", "d", "e"]
+    missing = runner.invoke(app, ["cat", "copy.src", "zzz", *spec])
+    assert missing.exit_code == 2 and "no key 'zzz'" in missing.output
+    unknown = runner.invoke(app, ["ls", "copy.nope", *spec])
+    assert unknown.exit_code == 2 and "copy.src" in unknown.output  # lists what exists
+    bad_file = runner.invoke(
+        app, ["inject", "copy.src", "f", "-f", str(tmp_path / "absent"), *spec]
+    )
+    assert bad_file.exit_code == 2

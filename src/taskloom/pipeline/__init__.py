@@ -8,6 +8,7 @@ a taskloom run. See docs/pipelines.md.
 from .kinds import ExecutorTask, InProcessTask, PipelineTask
 from .kube import KubeFunctionTask, KubeTask, PodFailedError
 from .links import Link, plugged_links
+from .managers import LocalProcessManager, ProcessHandle, ProcessManager, SSHProcessManager
 from .pipeline import Pipeline, PipelineStats, TaskStatus, done_record
 from .process import STDOUT, ProcessExitError, ProcessTask
 from .quotas import ResourceManager, Usage
@@ -26,6 +27,7 @@ from .repositories import (
     StoreRepository,
     TranslatedRepository,
 )
+from .s3 import S3Repository
 from .views import FileView, LoopView, SyncRepository
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "KubeTask",
     "Link",
     "LiveRepository",
+    "LocalProcessManager",
     "LoopView",
     "MemoryRepository",
     "Not",
@@ -51,10 +54,14 @@ __all__ = [
     "PipelineTask",
     "PodFailedError",
     "ProcessExitError",
+    "ProcessHandle",
+    "ProcessManager",
     "ProcessTask",
     "Repository",
     "RepositoryBase",
     "ResourceManager",
+    "S3Repository",
+    "SSHProcessManager",
     "StoreRepository",
     "SyncRepository",
     "TaskStatus",
