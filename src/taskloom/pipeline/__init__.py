@@ -30,13 +30,20 @@ from .repositories import (
 from .s3 import S3Repository
 from .views import FileView, LoopView, SyncRepository
 
+# pydatatask's names: one kind runs bodies in-process; a repository holds blobs and metadata.
+InProcessSyncTask = InProcessTask
+MetadataRepository = Repository
+BlobRepository = Repository
+
 __all__ = [
     "STDOUT",
     "And",
     "Blob",
+    "BlobRepository",
     "ExecutorTask",
     "FileRepository",
     "FileView",
+    "InProcessSyncTask",
     "InProcessTask",
     "InvalidKeyError",
     "KeySet",
@@ -47,6 +54,7 @@ __all__ = [
     "LocalProcessManager",
     "LoopView",
     "MemoryRepository",
+    "MetadataRepository",
     "Not",
     "Or",
     "Pipeline",

@@ -34,6 +34,7 @@ from .views import FileView, LoopView, SyncRepository
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+    from .quotas import ResourceManager
 
 JobBody = Callable[..., Awaitable[Any]]
 
@@ -66,6 +67,7 @@ class PipelineTask(ABC):
     ) -> None:
         self.name = check_name("task", name)
         self.disabled = disabled
+        self.quotas: list[ResourceManager] = []  # quotas this task brought (see Pipeline)
         self.pipeline: Pipeline | None = None  # set when a pipeline opens with this task
         self.resources = resources
         self.retry = RetryPolicy.from_retries(retry) if isinstance(retry, int) else retry
@@ -134,6 +136,12 @@ class PipelineTask(ABC):
         required = list(self.required_for_start.values())
         inhibiting = list(self.inhibits_start.values())
         return And(*required, Not(Or(*inhibiting))) if inhibiting else And(*required)
+
+    @property
+    def run_timeout(self) -> float | None:
+        """The timeout of each job's taskloom run (a kind that times jobs out itself says
+        None)."""
+        return self.timeout
 
     @property
     def has_ready_override(self) -> bool:

@@ -137,6 +137,12 @@ class Pipeline:
         self.tasks = {t.name: t for t in self.task_list}
         self.manager = manager
         self.quotas = list(quotas)
+        for t in self.task_list:  # a quota handed to tasks (pydatatask's way) governs them
+            for q in t.quotas:
+                if q not in self.quotas:
+                    if q.tasks is None:
+                        q.tasks = frozenset(o.name for o in self.task_list if q in o.quotas)
+                    self.quotas.append(q)
         self.queue = queue
         self.serve = serve
         self.concurrency = concurrency
@@ -172,7 +178,7 @@ class Pipeline:
             executor="inline",
             queue=self.queue,
             retry=ptask.retry,
-            timeout_seconds=ptask.timeout,
+            timeout_seconds=ptask.run_timeout,
             resources=ptask.resources,
             tags=["pipeline", ptask.name],
             short_description=f"{ptask.kind} job of pipeline task {ptask.name!r}",
