@@ -134,3 +134,59 @@ def test_ls_cat_inject_repositories(app_module: str, tmp_path: Path) -> None:
         app, ["inject", "copy.src", "f", "-f", str(tmp_path / "absent"), *spec]
     )
     assert bad_file.exit_code == 2
+
+
+FUNCTION_APP = """
+from taskloom import TaskManager
+from taskloom.pipeline import FileRepository, KubeFunctionTask, Pipeline
+
+TEMPLATE = {{"spec": {{"containers": [{{"name": "main", "image": "x",
+            "command": ["python3", "{{{{argv0}}}}", "launch", "{{{{task}}}}", "{{{{job}}}}"]}}]}}}}
+manager = TaskManager("memory://")
+
+
+async def body(job, src, out):
+    if job == "bad":
+        raise ValueError("bad job")
+    await out.write(job, (await src.read(job)).upper())
+
+
+square = KubeFunctionTask("up", None, None, TEMPLATE, None, FileRepository({done!r}),
+                          FileRepository({func_done!r}), func=body)
+square.link("src", FileRepository({src!r}), is_input=True)
+square.link("out", FileRepository({out!r}), is_output=True)
+pipeline = Pipeline([square], manager=manager)
+"""
+
+
+def test_the_pod_launcher_runs_one_job_body(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from taskloom.pipeline.kube import LAUNCHER
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_text("abc")
+    (tmp_path / "src" / "bad").write_text("x")
+    name = f"kfapp_{uuid.uuid4().hex[:8]}"
+    dirs = {k: str(tmp_path / k) for k in ("src", "out", "done", "func_done")}
+    (tmp_path / f"{name}.py").write_text(FUNCTION_APP.format(**dirs))
+    paths = [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "TASKLOOM_APP": f"{name}:pipeline"}
+
+    def launch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(LAUNCHER), "launch", *args], env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+
+    ok = launch("up", "a", "--force", "--sync")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "a").read_text() == "ABC"
+    assert json.loads((tmp_path / "func_done" / "a").read_text())["success"] is True
+    failed = launch("up", "bad")
+    assert failed.returncode == 1 and "bad job" in failed.stderr
+    assert json.loads((tmp_path / "func_done" / "bad").read_text())["error"]["type"] == "ValueError"
+    unknown = launch("nope", "a")
+    assert unknown.returncode == 2 and "no task 'nope'" in unknown.stderr
