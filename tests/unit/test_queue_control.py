@@ -221,3 +221,25 @@ async def test_a_stored_schedule_of_an_unknown_task_is_skipped_with_one_warning(
                 clock.advance(60)
                 assert await sched.tick() == []
     assert caplog.text.count("stored schedule 'r' skipped here") == 1
+
+
+async def test_held_back_runs_leave_the_worker_asleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(START)  # frozen: the held-back runs stay 10 s away
+    async with TaskManager("memory://", tasks=TASKS, clock=clock, poll_interval=60) as m:
+        runs = await m.queue_many("call_api", [{"n": i} for i in range(5)])
+        claims = 0
+        claim = m.store.claim
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            nonlocal claims
+            claims += 1
+            return await claim(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(m.store, "claim", counting)
+        async with TaskConsumer(m):
+            done = [await m.wait(r.id, timeout=10) for r in runs[:3]]
+            settled = claims
+            await asyncio.sleep(0.3)  # a busy loop would claim hundreds of times here
+            assert claims <= settled + 1  # a wake-up already in flight may still claim
+        assert all(r.state is TaskState.success for r in done)
+        assert settled <= 5  # the first claim, then one per finished run at most
