@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, serde
 from .appload import load_manager
 from .errors import (
     ConfigError,
@@ -169,7 +169,7 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 
 
 def _run_json(run: TaskRun) -> str:
-    return run.model_dump_json(indent=2)
+    return run.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
 
 
 def _print_outcome(run: TaskRun, as_json: bool) -> None:
@@ -179,7 +179,7 @@ def _print_outcome(run: TaskRun, as_json: bool) -> None:
     if run.state is TaskState.success:
         result = run.result
         if result is not None:
-            _print_user(json.dumps(result) if not isinstance(result, str) else result)
+            _print_user(serde.display(result) if not isinstance(result, str) else result)
         return
     error = run.failure
     line = Text(str(run.state), style=STATE_STYLE.get(run.state, "red"))
