@@ -220,7 +220,7 @@ class PrometheusHooks(RunHooks):
                 depth[q] = {p: counts.get(p.value, 0) for p in TaskPriority}
                 lag[q] = 0.0 if info is None else info.oldest_queued_age or 0.0
             queued = await manager.queue_length(None)
-            live = await manager.store.workers(manager.clock())
+            live = await manager.workers()
         except StoreUnavailableError as exc:
             log.warning("metrics scrape: store unavailable: %s", exc)
             snap = StoreSnapshot(up=False)

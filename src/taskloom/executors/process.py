@@ -28,10 +28,11 @@ from ..errors import ConfigError, TaskFailedError
 from ..outcome import value_of
 from ..policies import parse_memory
 from ..run import TaskRun
+from ..runlog import replay_record
 from ..task import Task
 from ._child import child_main
 from .base import RunEnv, with_timeout
-from .remote import Reply, Request, build_request, task_address
+from .remote import Reply, Request, build_request, take_report, task_address
 
 START_METHODS = ("spawn", "forkserver")
 
@@ -285,6 +286,7 @@ class ProcessExecutor:
                 await self._discard(child, replace=True)
                 raise
             self._checkin(child)
+        take_report(run, reply)
         error = reply.get("error") or {}
         if not reply.get("ok") and error.get("type") == "MemoryError":
             limit = limits.get("memory")
@@ -339,10 +341,14 @@ class ProcessExecutor:
             raise _Gone from None
         while True:
             message = await self._recv(child)
-            if message.get("kind") != "progress":
+            kind = message.get("kind")
+            if kind != "progress" and kind != "log":
                 return message
             if message.get("run_id") != run.id:
                 continue  # a thread of the previous run reporting after it returned
+            if kind == "log":
+                replay_record(run, message)
+                continue
             run.progress, run.progress_note = message.get("progress"), message.get("note")
             env.heartbeat()
 
