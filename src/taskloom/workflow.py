@@ -112,7 +112,7 @@ async def _call(
         run.state, run.start, run.worker = TaskState.queued, None, None
     prior = await _prior(manager, parent, task, run, position, digest) if parent.attempts else None
     if prior is None:
-        [stored] = await lifecycle.submit([run])
+        stored = await lifecycle.submit_child(run)
         if stored is not run:  # the id exists: an earlier attempt of the parent made it
             _check_replay(parent, position, stored, task, digest)
             prior = stored

@@ -201,32 +201,17 @@ class RedisStore(RedisControl):
     def __init__(self, url: str) -> None:
         self.url = url
         self.notifier = Notifier()
-        redis_url, self.prefix = _split_url(url)
+        redis_url, prefix = _split_url(url)
+        self.prefix = self._key_prefix(prefix)
         self._channel = f"{self.prefix}events"
-        # A down server must surface as StoreUnavailableError within seconds: a dropped or
-        # refused connection is retried 3 times (backoff capped at 0.5 s); a timeout is not
-        # retried (a blackholed or stalled server would multiply it). URL options win.
-        # The pool is bounded and callers queue for a connection: an unbounded pool lets a
-        # fan-out of thousands of child runs open thousands of connections and hit the
-        # server's maxclients. `max_connections=` in the URL overrides the bound.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=DEFAULT_MAX_CONNECTIONS,
-            timeout=POOL_WAIT_SECONDS,
-            retry=Retry(ExponentialBackoff(), 3, supported_errors=(RedisConnectionError,)),
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._redis: Any = self._client(redis_url)
+        # keys sent with every script call: none on one server (scripts derive their keys
+        # from the prefix); a cluster routes each call by them
+        self._route: list[str] = self._routing_keys()
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
-        # scripts go over one multiplexed socket (plain TCP or unix; TLS keeps redis-py's pool)
-        plain = pool.connection_class in (Connection, UnixDomainSocketConnection)
-        kwargs = pool.connection_kwargs
-        self._wire = (
-            ScriptConnection(Address.from_pool_kwargs(kwargs), lua_scripts()) if plain else None
-        )
+        self._wire = self._script_wire()
         self._listener: asyncio.Task[None] | None = None
         # `run:<id>` events go to a channel per run, subscribed only while someone here
         # waits on that run: every worker receiving every run's event cost more than the run
@@ -250,6 +235,41 @@ class RedisStore(RedisControl):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailableError(f"redis store {self._where()} unavailable: {exc}") from exc
 
+    def _key_prefix(self, prefix: str) -> str:
+        """The prefix every key starts with (a cluster store makes it a hash tag)."""
+        return prefix
+
+    def _routing_keys(self) -> list[str]:
+        return []
+
+    def _script_wire(self) -> ScriptConnection | None:
+        """One multiplexed socket for the scripts on one plain TCP or unix server; None (the
+        redis-py client) for TLS and for a cluster, which routes each call by its keys."""
+        pool = getattr(self._redis, "connection_pool", None)
+        if self._route or pool is None:
+            return None
+        if pool.connection_class not in (Connection, UnixDomainSocketConnection):
+            return None
+        return ScriptConnection(Address.from_pool_kwargs(pool.connection_kwargs), lua_scripts())
+
+    def _client(self, redis_url: str) -> Any:
+        """The redis-py client for `redis_url`."""
+        # A down server must surface as StoreUnavailableError within seconds: a dropped or
+        # refused connection is retried 3 times (backoff capped at 0.5 s); a timeout is not
+        # retried (a blackholed or stalled server would multiply it). URL options win.
+        # The pool is bounded and callers queue for a connection: an unbounded pool lets a
+        # fan-out of thousands of child runs open thousands of connections and hit the
+        # server's maxclients. `max_connections=` in the URL overrides the bound.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            retry=Retry(ExponentialBackoff(), 3, supported_errors=(RedisConnectionError,)),
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
     def _where(self) -> str:
         """Where the server is, without credentials."""
         kw = self._redis.connection_pool.connection_kwargs
@@ -262,7 +282,7 @@ class RedisStore(RedisControl):
         with self._unavailable():
             if self._wire is not None:
                 return await self._wire.call(script, [self.prefix, *args])
-            return await self._scripts[script](args=[self.prefix, *args])
+            return await self._scripts[script](keys=self._route, args=[self.prefix, *args])
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -328,11 +348,15 @@ class RedisStore(RedisControl):
     async def _on_events_reconnect(self, connection: Connection) -> None:
         self._wake_all()
 
+    async def _new_pubsub(self) -> PubSub:
+        pubsub: PubSub = self._redis.pubsub()
+        return pubsub
+
     async def _listen(self) -> None:
         """Republish `<prefix>events` on the local notifier; reconnect with backoff, forever."""
         delay = LISTENER_BACKOFF[0]
         while not self._closing:
-            pubsub: PubSub = self._redis.pubsub()
+            pubsub: PubSub = await self._new_pubsub()
             try:
                 watched = [c for t in self.notifier.topics if (c := self._run_channel(t))]
                 await pubsub.subscribe(self._channel, *watched)
@@ -400,6 +424,9 @@ class RedisStore(RedisControl):
                 task.cancel()
         if self._wire is not None:
             self._wire.close()
+        await self._close_client()
+
+    async def _close_client(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:
@@ -529,6 +556,13 @@ class RedisStore(RedisControl):
         return out
 
     # -- records ----------------------------------------------------------------------------------
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        """Replace the record unconditionally under a fresh lease."""
+        token, expires = secrets.token_hex(8), now + lease_seconds
+        await self._run("save", (*_encode(run), token, expires))
+        self.notifier.publish_run(run.id)
+        return Lease(run.record(), token, expires)
+
     async def save(self, run: TaskRun) -> None:
         """Replace the record unconditionally (dropping any lease)."""
         await self._run("save", _encode(run))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -311,9 +312,9 @@ class SQLiteStore(SQLiteControl):
         )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
-        # A second connection on the event loop's thread for the producer's calls (enqueue,
-        # get): it never waits for a lock (busy_timeout 0), so the loop blocks only for the
-        # statement itself; when the file is busy the call takes the thread as before.
+        # A second connection on the event loop's thread for enqueue, save and get (producers
+        # and inline runs): it never waits for a lock (busy_timeout 0), so the loop blocks
+        # only for the statement itself; when the file is busy the call takes the thread.
         self._here: sqlite3.Connection | None = None
         self._here_thread = 0
         self._here_writes = 0
@@ -673,13 +674,28 @@ class SQLiteStore(SQLiteControl):
         return runs
 
     # -- records -----------------------------------------------------------------------------
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        token, expires = secrets.token_hex(8), now + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                conn.execute(_UPSERT, (run.id, *_record(run)))
+                conn.execute(
+                    "UPDATE runs SET lease_token = ?, lease_expires = ? WHERE id = ?",
+                    (token, expires, run.id),
+                )
+
+        await self._run(work)
+        self.notifier.publish_run(run.id)
+        return Lease(run.record(), token, expires)
+
     async def save(self, run: TaskRun) -> None:
         def work(conn: sqlite3.Connection) -> None:
             row = (run.id, *_record(run))
             with _immediate(conn):
                 conn.execute(_UPSERT, row)
 
-        await self._run(work)
+        await self._run_here(work, writes=True)
         self.notifier.publish_run(run.id)
         if run.state is TaskState.queued:
             self.notifier.publish("queue")

@@ -18,11 +18,13 @@ for i = 2, #ARGV, 3 do
     elseif DONE[new.state] then
       release_dedup(key, id)
     end
-    -- a waiter gets the record in the message: no read after its wake-up (and a run nobody
-    -- waits on costs no message at all)
+    -- a waiter subscribed here gets the record in the message: no read after its wake-up
+    -- (NUMSUB counts this node only: a cluster's other nodes get the plain wake-up)
     local channel = P .. 'events:run:' .. id
     if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
       redis.call('PUBLISH', channel, record(key))
+    else
+      redis.call('PUBLISH', channel, 'run:' .. id)
     end
     out[#out + 1] = 1
   else
