@@ -312,9 +312,9 @@ class SQLiteStore(SQLiteControl):
         )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
-        # A second connection on the event loop's thread for enqueue, save and get (producers
-        # and inline runs): it never waits for a lock (busy_timeout 0), so the loop blocks
-        # only for the statement itself; when the file is busy the call takes the thread.
+        # A second connection on the event loop's thread for a producer's enqueue and get: it
+        # never waits for a lock (busy_timeout 0), so the loop blocks only for the statement
+        # itself; when the file is busy the call takes the thread as before.
         self._here: sqlite3.Connection | None = None
         self._here_thread = 0
         self._here_writes = 0
@@ -695,7 +695,7 @@ class SQLiteStore(SQLiteControl):
             with _immediate(conn):
                 conn.execute(_UPSERT, row)
 
-        await self._run_here(work, writes=True)
+        await self._run(work)  # in order with the heartbeats and finishes on the store's thread
         self.notifier.publish_run(run.id)
         if run.state is TaskState.queued:
             self.notifier.publish("queue")
