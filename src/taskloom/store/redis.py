@@ -74,14 +74,12 @@ from .redis_control import RedisControl
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.client import PubSub
-    from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+    from redis.asyncio.connection import Connection
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.commands.core import AsyncScript
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    from .redis_wire import Address, ScriptConnection  # hiredis comes with the extra
 except ImportError as exc:  # pragma: no cover - the extra is installed in tests
     raise missing_extra("redis", "redis") from exc
 
@@ -211,7 +209,6 @@ class RedisStore(RedisControl):
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
-        self._wire = self._script_wire()
         self._listener: asyncio.Task[None] | None = None
         # `run:<id>` events go to a channel per run, subscribed only while someone here
         # waits on that run: every worker receiving every run's event cost more than the run
@@ -242,16 +239,6 @@ class RedisStore(RedisControl):
     def _routing_keys(self) -> list[str]:
         return []
 
-    def _script_wire(self) -> ScriptConnection | None:
-        """One multiplexed socket for the scripts on one plain TCP or unix server; None (the
-        redis-py client) for TLS and for a cluster, which routes each call by its keys."""
-        pool = getattr(self._redis, "connection_pool", None)
-        if self._route or pool is None:
-            return None
-        if pool.connection_class not in (Connection, UnixDomainSocketConnection):
-            return None
-        return ScriptConnection(Address.from_pool_kwargs(pool.connection_kwargs), lua_scripts())
-
     def _client(self, redis_url: str) -> Any:
         """The redis-py client for `redis_url`."""
         # A down server must surface as StoreUnavailableError within seconds: a dropped or
@@ -280,8 +267,6 @@ class RedisStore(RedisControl):
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
         """Call one script with the prefix as ARGV[1]."""
         with self._unavailable():
-            if self._wire is not None:
-                return await self._wire.call(script, [self.prefix, *args])
             return await self._scripts[script](keys=self._route, args=[self.prefix, *args])
 
     def _key(self, *parts: str) -> str:
@@ -422,8 +407,6 @@ class RedisStore(RedisControl):
             _, late = await asyncio.wait({listener}, timeout=LISTEN_TICK + CLOSE_SECONDS)
             for task in late:  # stuck in a reconnect: do not wait on it any longer
                 task.cancel()
-        if self._wire is not None:
-            self._wire.close()
         await self._close_client()
 
     async def _close_client(self) -> None:
