@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledRunError, InvalidParamsError
+from .options import checked_delay, checked_priority
 from .run import TaskPriority, TaskRun, TaskState, utcnow
 from .runner import attempt, decide
 from .store.base import Lease, dt
@@ -50,8 +51,7 @@ class RunLifecycle:
         t = self.manager.get_task(task)
         _model, stored = t.validate_params(params)
         now = self.manager.clock()
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
+        delay = checked_delay(t.name, delay)
         if delay:
             execute_after = dt(now + delay)
         extra: dict[str, Any] = {}
@@ -62,7 +62,7 @@ class RunLifecycle:
             extra["root_run_id"] = parent.root_run_id
         return TaskRun(
             task=t.name,
-            priority=TaskPriority(priority or t.priority),
+            priority=checked_priority(t.name, priority or t.priority),
             params=stored,
             state=TaskState.queued,
             queued=dt(now),
