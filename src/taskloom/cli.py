@@ -299,6 +299,7 @@ def worker_cmd(
     lock_ttl: Annotated[float, typer.Option(help="scheduler leader lock seconds")] = 30.0,
     catch_up: Annotated[str, typer.Option(help="missed ticks: one or skip")] = "one",
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics")] = None,
+    metrics_host: Annotated[str, typer.Option(help="metrics bind address")] = "127.0.0.1",
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
 ) -> None:
     """Serve the queue(s): claim, execute and ack runs until SIGTERM (drains first)."""
@@ -314,7 +315,7 @@ def worker_cmd(
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
-                serve_metrics(manager, metrics_port)
+                serve_metrics(manager, metrics_port, metrics_host)
             consumer = TaskConsumer(
                 manager, queues=queues, max_concurrent_tasks=concurrency, lease_seconds=lease,
                 grace_seconds=grace,

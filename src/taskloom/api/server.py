@@ -7,6 +7,7 @@ import ipaddress
 from ..errors import ConfigError, missing_extra
 from ..manager import TaskManager
 from .auth import TOKEN_ENV, resolve_token
+from .body_guard import DEFAULT_MAX_BODY_BYTES
 
 
 def is_loopback(host: str) -> bool:
@@ -35,6 +36,7 @@ def serve(
     *,
     token: str | None = None,
     log_level: str = "info",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Serve `create_app(manager)` with uvicorn until interrupted (blocking).
 
@@ -48,4 +50,5 @@ def serve(
         raise missing_extra("api", "uvicorn") from exc
     from .app import create_app
 
-    uvicorn.run(create_app(manager, token=token), host=host, port=port, log_level=log_level)
+    app = create_app(manager, token=token, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
