@@ -28,6 +28,7 @@ from .manager import TaskManager
 from .policies import (
     Cache,
     K8sConfig,
+    K8sInterruptible,
     K8sResourceRequirements,
     Resources,
     RetryPolicy,
@@ -38,6 +39,7 @@ from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_proces
 from .scheduler import TaskScheduler
 from .schedules import CronTab, Every, Schedule, crontab, every
 from .task import Task, TaskEnvironment, TaskInfo, task
+from .template import Documentation, ReusePolicy, SerializationSettings
 
 __version__ = "0.1.0"
 
@@ -48,9 +50,11 @@ __all__ = [
     "CorruptRecordError",
     "CronTab",
     "DagCycleError",
+    "Documentation",
     "Every",
     "InvalidParamsError",
     "K8sConfig",
+    "K8sInterruptible",
     "K8sResourceRequirements",
     "LeaseLostError",
     "NonRetryableError",
@@ -61,11 +65,13 @@ __all__ = [
     "ResultEncodingError",
     "Retry",
     "RetryPolicy",
+    "ReusePolicy",
     "RunHooks",
     "RunNotFoundError",
     "Schedule",
     "ScheduleError",
     "Secret",
+    "SerializationSettings",
     "StoreUnavailableError",
     "Task",
     "TaskConsumer",

@@ -70,16 +70,11 @@ def _manager(app_spec: str | None) -> TaskManager:
 
 
 def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
-    """`key=value` pairs (values read as JSON when they parse) merged over `--params` JSON."""
+    """`key=value` pairs (values read as JSON when they parse), then `--params` JSON over them.
+
+    `--params` wins where both name a key, as aio-fluid's CLI does.
+    """
     params: dict[str, Any] = {}
-    if params_json:
-        try:
-            loaded = json.loads(params_json)
-        except json.JSONDecodeError as exc:
-            raise _fail(f"--params is not valid JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise _fail("--params must be a JSON object")
-        params.update(loaded)
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
@@ -88,6 +83,14 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
             params[key] = raw
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"--params is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise _fail("--params must be a JSON object")
+        params.update(loaded)
     return params
 
 

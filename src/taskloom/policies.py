@@ -235,13 +235,63 @@ class K8sResourceRequirements(BaseModel):
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    """`TASKLOOM_K8S_<X>`, else aio-fluid's `FLUID_TASK_CONSUMER_K8S_<X>` (deprecated alias)."""
+    if name in os.environ:
+        return os.environ[name]
+    alias = name.replace("TASKLOOM_K8S_", "FLUID_TASK_CONSUMER_K8S_", 1)
+    return os.environ.get(alias, default)
+
+
+# Taints and node labels the big clouds put on spot / preemptible capacity.
+SPOT_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+     "effect": "NoSchedule"},
+    {"key": "cloud.google.com/gke-preemptible", "operator": "Equal", "value": "true",
+     "effect": "NoSchedule"},
+    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot",
+     "effect": "NoSchedule"},
+)  # fmt: skip
+SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
+    ("cloud.google.com/gke-spot", "true"),
+    ("cloud.google.com/gke-preemptible", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("karpenter.sh/capacity-type", "spot"),
+)
+
+
+def _spot_affinity() -> dict[str, Any]:
+    # Preferred, not required: an interruptible run still starts on a cluster without spot nodes.
+    return {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": key, "operator": "In", "values": [value]}]}}
+            for key, value in SPOT_NODE_LABELS
+        ]
+    }  # fmt: skip
+
+
+class K8sInterruptible(BaseModel):
+    """What `interruptible=True` adds to a task's Job pods: tolerations and a node affinity.
+
+    The defaults tolerate the spot / preemptible taints of GKE and AKS and prefer nodes
+    labelled as spot capacity on GKE, AKS, EKS and Karpenter.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [dict(t) for t in SPOT_TOLERATIONS]
+    )
+    node_affinity: dict[str, Any] = Field(default_factory=_spot_affinity)
 
 
 class K8sConfig(BaseModel):
     """Where and how a cpu_bound task runs as a Kubernetes Job.
 
-    Unset fields take the `TASKLOOM_K8S_*` environment variables when the config is built.
+    Unset fields take the `TASKLOOM_K8S_*` environment variables when the config is built
+    (aio-fluid's `FLUID_TASK_CONSUMER_K8S_*` names are read too, when the new one is unset).
+    `interruptible` is what tasks with `interruptible=True` add to their pods.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -254,6 +304,7 @@ class K8sConfig(BaseModel):
     resources: K8sResourceRequirements | None = None
     job_ttl: int = Field(default_factory=lambda: int(_env("TASKLOOM_K8S_JOB_TTL", "300")))
     sleep: float = Field(default_factory=lambda: float(_env("TASKLOOM_K8S_SLEEP", "2")))
+    interruptible: K8sInterruptible = Field(default_factory=K8sInterruptible)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from .interface import Interface, check_size
 from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule
+from .template import Documentation, TemplateHooks
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
 
@@ -29,7 +31,7 @@ def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, eq=False)
-class Task:
+class Task(TemplateHooks):
     """A task definition: the function, its typed interface and its scheduling metadata.
 
     Immutable: `override(...)` returns a new Task. Calling it outside a running task runs the
@@ -57,7 +59,7 @@ class Task:
     secrets: tuple[Secret, ...] = ()
     queue: str = "default"
     image: str | None = None
-    pod_template: Mapping[str, Any] | str | None = None
+    pod_template: Mapping[str, Any] | None = None
     interruptible: bool = False
     max_inline_io_bytes: int = 10 * 1024 * 1024
     triggers: tuple[Trigger, ...] = ()
@@ -66,6 +68,51 @@ class Task:
     executor: str | None = None
     pre: Callable[..., Any] | None = field(default=None, repr=False)
     post: Callable[[Any], Any] | None = field(default=None, repr=False)
+    short_name: str = ""
+    task_type: str = "python"
+    task_type_version: int = 0
+    debuggable: bool = False
+    parent_env: weakref.ReferenceType[TaskEnvironment] | None = field(default=None, repr=False)
+    parent_env_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.short_name:
+            object.__setattr__(self, "short_name", self.name)
+
+    @classmethod
+    def from_function(cls, fn: Callable[..., Any], **opts: Any) -> Task:
+        """Build a task of this class (a subclass overriding hooks) with `@task` options."""
+        return make_task(fn, task_class=cls, **opts)
+
+    @property
+    def docs(self) -> Documentation:
+        """The task's documentation (Flyte's `docs`): its short and long descriptions."""
+        return Documentation(self.short_description, self.description)
+
+    @property
+    def native_interface(self) -> Interface:
+        """The typed interface built from the function's signature."""
+        return self.interface
+
+    @property
+    def source_file(self) -> str | None:
+        """The file the task's function is defined in, when Python knows it."""
+        try:
+            return inspect.getsourcefile(self.fn)
+        except TypeError:  # a builtin or C function
+            return None
+
+    def get_k8s_config(self) -> K8sConfig:
+        """The task's `k8s_config`, else the default one from the TASKLOOM_K8S_* environment."""
+        return self.k8s_config or K8sConfig()
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the bare function: no validation, no run context, no `pre`/`post`.
+
+        An async function returns its coroutine. Use calling the task (or `forward`) for a
+        validated, typed call.
+        """
+        return self.fn(*args, **kwargs)
 
     @functools.cached_property
     def is_async(self) -> bool:
@@ -79,11 +126,14 @@ class Task:
 
     # -- copies ---------------------------------------------------------------------------------
     def override(self, **changes: Any) -> Task:
-        """A new Task with some settings changed; `name`, `fn` and the interface are fixed."""
-        for fixed in ("name", "fn", "interface"):
+        """A new Task with some settings changed; name, image, docs and interface are fixed."""
+        for fixed in _FIXED:
             if fixed in changes:
                 raise ConfigError(f"override() cannot change {fixed!r} of task {self.name!r}")
         return dataclasses.replace(self, **_normalise(changes))
+
+    def _with(self, changes: Mapping[str, Any]) -> Task:
+        return dataclasses.replace(self, **_normalise(changes)) if changes else self
 
     def info(self) -> TaskInfo:
         """A JSON-friendly description of the task."""
@@ -101,6 +151,14 @@ class Task:
             executor=self.executor_name(),
             max_attempts=self.attempts.max_attempts,
             params=self.interface.inputs.model_json_schema(),
+            short_name=self.short_name,
+            task_type=self.task_type,
+            task_type_version=self.task_type_version,
+            debuggable=self.debuggable,
+            parent_env_name=self.parent_env_name,
+            image=self.image,
+            interruptible=self.interruptible,
+            report=self.report,
         )
 
     def executor_name(self, in_cluster: bool = False) -> str:
@@ -243,9 +301,19 @@ class TaskInfo(BaseModel):
     executor: str
     max_attempts: int | None
     params: dict[str, Any]
+    short_name: str = ""
+    task_type: str = "python"
+    task_type_version: int = 0
+    debuggable: bool = False
+    parent_env_name: str | None = None
+    image: str | None = None
+    interruptible: bool = False
+    report: bool = False
 
 
 _ALIASES = {"retries": "retry", "timeout": "timeout_seconds", "env_vars": "env"}
+# What `override()` refuses, as Flyte does: these identify the task or its build.
+_FIXED = ("name", "fn", "interface", "image", "docs")
 
 
 def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,6 +321,9 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in opts.items():
         key = _ALIASES.get(key, key)
+        if key == "docs":
+            out.update(_docs_fields(value))
+            continue
         if key == "retry" and isinstance(value, int) and not isinstance(value, bool):
             value = RetryPolicy.from_retries(value)
         elif key == "retry" and value is not None and not isinstance(value, RetryPolicy):
@@ -277,8 +348,13 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = TaskPriority(value or TaskPriority.medium)
         elif key == "max_concurrency":
             value = int(value or 0)
-        elif key == "cpu_bound" or key == "interruptible" or key == "report":
+        elif key in ("cpu_bound", "interruptible", "report", "debuggable"):
             value = bool(value)
+        elif key == "pod_template" and value is not None and not isinstance(value, Mapping):
+            raise ConfigError(
+                "pod_template must be a PodTemplateSpec dict ({'metadata': ..., 'spec': ...}); "
+                f"a PodTemplate named on the cluster is not supported: {value!r}"
+            )
         elif key == "executor" and value is not None and value not in EXECUTORS:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}: {value!r}")
         elif key == "queue":
@@ -289,13 +365,30 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _docs_fields(docs: Any) -> dict[str, str]:
+    if docs is None:
+        return {}
+    if isinstance(docs, str):
+        docs = Documentation(docs.strip().splitlines()[0] if docs.strip() else "", docs)
+    if not isinstance(docs, Documentation):
+        raise ConfigError(f"docs must be a Documentation or a string, got {docs!r}")
+    out = {}
+    if docs.short_description is not None:
+        out["short_description"] = docs.short_description
+    if docs.long_description is not None:
+        out["description"] = docs.long_description
+    return out
+
+
 _FIELDS = {f.name for f in dataclasses.fields(Task)}
 
 
-def make_task(fn: Callable[..., Any], **opts: Any) -> Task:
-    """Build a Task from a function and `@task` options."""
-    if isinstance(fn, Task):
-        return fn.override(**opts)
+def make_task(fn: Callable[..., Any], *, task_class: type[Task] = Task, **opts: Any) -> Task:
+    """Build a Task (or a `task_class` subclass) from a function and `@task` options."""
+    if isinstance(fn, Task):  # re-decorating: image and docs may change, the identity not
+        return fn.override(**{k: v for k, v in opts.items() if k not in ("image", "docs")})._with(
+            {k: v for k, v in opts.items() if k in ("image", "docs")}
+        )
     if not callable(fn):
         raise ConfigError(f"@task needs a function, got {fn!r}")
     values = _normalise({k: v for k, v in opts.items() if v is not None})
@@ -303,7 +396,7 @@ def make_task(fn: Callable[..., Any], **opts: Any) -> Task:
     short, long = _doc_parts(fn)
     values.setdefault("short_description", short)
     values.setdefault("description", long)
-    return Task(name=name, fn=fn, interface=Interface.from_function(name, fn), **values)
+    return task_class(name=name, fn=fn, interface=Interface.from_function(name, fn), **values)
 
 
 @overload
@@ -339,6 +432,9 @@ def task(
     report: bool | None = None,
     reusable: Any = None,
     executor: str | None = None,
+    short_name: str | None = None,
+    docs: Documentation | str | None = None,
+    debuggable: bool | None = None,
     **flyte_aliases: Any,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 def task(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
@@ -361,8 +457,13 @@ class TaskEnvironment:
         self.tasks: list[Task] = []
 
     def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
-        """Like `@task`, with this environment's defaults under the given options."""
-        merged = {**self.defaults, **opts}
+        """Like `@task`, with this environment's defaults under the given options.
+
+        Each task records the environment as `parent_env` (a weak reference) and its name as
+        `parent_env_name`.
+        """
+        merged = {**self.defaults, **opts, "parent_env": weakref.ref(self),
+                  "parent_env_name": self.name}  # fmt: skip
         if fn is not None:
             t = make_task(fn, **merged)
             self.tasks.append(t)

@@ -63,6 +63,13 @@ def router(ctx: ApiContext) -> APIRouter:
         fires = await next_fires(manager)
         return [await task_out(manager, manager.tasks[n], fires) for n in sorted(manager.tasks)]
 
+    @api.get("/{name}", response_model=TaskOut, responses=missing, summary="One task")
+    async def get_task(name: str) -> TaskOut:
+        """The task's definition (as in the list), 404 when no task has that name."""
+        task = manager.get_task(name)
+        await ctx.store()
+        return await task_out(manager, task, await next_fires(manager))
+
     @api.patch("/{name}", response_model=TaskOut, responses=missing, summary="Switch a schedule")
     async def set_enabled(name: str, body: EnableRequest) -> TaskOut:
         """Switch the task's schedule on or off (stored, so every scheduler sees it)."""

@@ -148,7 +148,7 @@ class KubernetesExecutor:
         await self.start()
         client, cfg, attempt = (
             self._require_client(),
-            task.k8s_config or K8sConfig(),
+            task.get_k8s_config(),
             run.retry_attempt,
         )
         deployment = await client.read_deployment(cfg.namespace, cfg.deployment)

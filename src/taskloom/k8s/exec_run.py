@@ -94,7 +94,7 @@ async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = N
     config = K8sConfig()
     try:
         task = manager.get_task(run.task)
-        config = task.k8s_config or config
+        config = task.get_k8s_config()
         outcome: dict[str, Any] = {"ok": True, "result": await _call(manager, task, run)}
         code = 0
     except Exception as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..policies import K8sConfig, Secret
+from ..template import SerializationSettings
 
 if TYPE_CHECKING:
     from ..run import TaskRun
@@ -105,21 +106,34 @@ def _app_options(tokens: list[str]) -> list[str]:
     return out
 
 
-def exec_command(container: Mapping[str, Any], run_id: str) -> Manifest:
-    """`command`/`args` that make the copied container run `taskloom exec-run <run id>`.
+def _tokens(container: Mapping[str, Any]) -> tuple[list[str], int | None]:
+    tokens = [str(c) for c in container.get("command") or []]
+    tokens += [str(a) for a in container.get("args") or []]
+    return tokens, next((i for i, t in enumerate(tokens) if t in LONG_RUNNING), None)
+
+
+def exec_argv(container: Mapping[str, Any], run_id: str) -> list[str]:
+    """The argv that makes the copied container run `taskloom exec-run <run id>`.
 
     The worker's command is kept up to its `worker`/`serve`/`scheduler` argument (so wrappers
     such as `python -m taskloom` or an entrypoint script still apply); what follows is dropped
-    except `--app`. When only `args` were set, the image's entrypoint stays in charge.
+    except `--app`.
     """
-    command = [str(c) for c in container.get("command") or []]
-    args = [str(a) for a in container.get("args") or []]
-    tokens = command + args
-    idx = next((i for i, t in enumerate(tokens) if t in LONG_RUNNING), None)
+    tokens, idx = _tokens(container)
     if idx is None:
-        return {"command": ["taskloom", "exec-run", run_id]}
-    new = [*tokens[:idx], "exec-run", run_id, *_app_options(tokens[idx + 1 :])]
-    return {"command": new} if command else {"args": new}
+        return ["taskloom", "exec-run", run_id]
+    return [*tokens[:idx], "exec-run", run_id, *_app_options(tokens[idx + 1 :])]
+
+
+def _argv_field(container: Mapping[str, Any]) -> str:
+    """`args` when the worker set only args (the image's entrypoint stays in charge)."""
+    idx = _tokens(container)[1]
+    return "args" if idx is not None and not container.get("command") else "command"
+
+
+def exec_command(container: Mapping[str, Any], run_id: str) -> Manifest:
+    """`command` or `args` (see `exec_argv`) for a Job copying `container`."""
+    return {_argv_field(container): exec_argv(container, run_id)}
 
 
 def secret_env(secret: Secret) -> Manifest:
@@ -144,13 +158,15 @@ def _merge_env(*groups: Iterable[Manifest]) -> list[Manifest]:
     return list(merged.values())
 
 
-def _resources(task: Task, config: K8sConfig) -> Manifest | None:
+def _resources(task: Task, config: K8sConfig, source: Mapping[str, Any]) -> Manifest | None:
     if config.resources is not None:
         spec = {"limits": config.resources.limits, "requests": config.resources.requests}
         return {k: dict(v) for k, v in spec.items() if v} or None
     quantities = task.resources.k8s() if task.resources is not None else {}
+    if not quantities:  # neither says: the Job gets what the worker container has
+        return copy.deepcopy(source.get("resources")) or None
     # Requests equal to limits: a cpu_bound Job gets the Guaranteed class and is not overcommitted.
-    return {"requests": dict(quantities), "limits": dict(quantities)} if quantities else None
+    return {"requests": dict(quantities), "limits": dict(quantities)}
 
 
 def job_labels(task: Task, run: TaskRun, attempt: int) -> dict[str, str]:
@@ -182,7 +198,7 @@ def job_manifest(
     `config` defaults to the task's `k8s_config`, else `K8sConfig()` (the TASKLOOM_K8S_*
     environment). Retries belong to taskloom, so the Job never retries a pod itself.
     """
-    cfg = config or task.k8s_config or K8sConfig()
+    cfg = config or task.get_k8s_config()
     source = find_container(deployment, cfg.container)
     pod_source = deployment.get("spec", {}).get("template", {}).get("spec", {})
     own_env = [
@@ -192,27 +208,42 @@ def job_manifest(
     ]
     container: Manifest = {"name": cfg.container}
     container.update({k: copy.deepcopy(source[k]) for k in _CONTAINER_FIELDS if k in source})
-    container.update(exec_command(source, run.id))
+    if task.image and task.image != "auto":
+        container["image"] = task.image
+    settings = SerializationSettings(run.id, attempt, cfg.namespace, source)
+    argv = task.container_args(settings)
+    if not argv:
+        raise ConfigError(f"task {task.name!r}: container_args() returned no command for its Job")
+    container[_argv_field(source)] = [str(a) for a in argv]
     container["env"] = _merge_env(
         copy.deepcopy(source.get("env") or []),
         ({"name": k, "value": str(v)} for k, v in task.env.items()),
         (secret_env(s) for s in task.secrets),
         own_env,
     )
-    resources = _resources(task, cfg)
+    resources = _resources(task, cfg, source)
     if resources:
         container["resources"] = resources
     pod: Manifest = {k: copy.deepcopy(pod_source[k]) for k in _POD_FIELDS if k in pod_source}
-    pod.update({"restartPolicy": "Never", "containers": [container]})
+    pod["containers"] = [container]
     labels = job_labels(task, run, attempt)
     # The Deployment's own labels are not copied: a Service selecting them would send traffic
     # to the Job's pod.
-    meta = {"labels": labels, "annotations": {ANNOTATION_TASK: task.name}}
-    spec: Manifest = {
-        "backoffLimit": 0,
-        "ttlSecondsAfterFinished": int(cfg.job_ttl),
-        "template": {"metadata": copy.deepcopy(meta), "spec": pod},
-    }
+    annotations = {**_custom_annotations(task, settings), ANNOTATION_TASK: task.name}
+    meta = {"labels": labels, "annotations": annotations}
+    template: Manifest = {"metadata": copy.deepcopy(meta), "spec": pod}
+    if task.interruptible:
+        spot = cfg.interruptible
+        extra = {"tolerations": spot.tolerations, "affinity": {"nodeAffinity": spot.node_affinity}}
+        template = merge_pod_template(template, {"spec": extra}, cfg.container)
+    if task.pod_template:
+        template = merge_pod_template(template, task.pod_template, cfg.container)
+        # ours win: the Job must stay findable and must name its task
+        template["metadata"]["labels"].update(labels)
+        template["metadata"]["annotations"].update(annotations)
+    template["spec"]["restartPolicy"] = "Never"  # retries belong to taskloom
+    spec: Manifest = {"backoffLimit": 0, "ttlSecondsAfterFinished": int(cfg.job_ttl),
+                      "template": template}  # fmt: skip
     if task.timeout_seconds:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(task.timeout_seconds))
     return {
@@ -222,6 +253,73 @@ def job_manifest(
                      **meta},
         "spec": spec,
     }  # fmt: skip
+
+
+_QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _custom_annotations(task: Task, settings: SerializationSettings) -> dict[str, str]:
+    """`task.custom_config(settings)` as annotations; ConfigError names a bad key."""
+    out: dict[str, str] = {}
+    for key, value in task.custom_config(settings).items():
+        if not _QUALIFIED_NAME.match(key) or len(key.partition("/")[0]) > 253:
+            raise ConfigError(
+                f"task {task.name!r}: custom_config key {key!r} is not a valid annotation name "
+                "(an optional DNS prefix and '/', then letters, digits, '-', '_', '.')"
+            )
+        out[key] = str(value)
+    return out
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    """Deep merge: dicts by key, lists of named items by name, other lists appended."""
+    if isinstance(base, dict) and isinstance(extra, Mapping):
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = _merge(out[key], value) if key in out else copy.deepcopy(value)
+        return out
+    if isinstance(base, list) and isinstance(extra, list):
+        named = all(isinstance(i, Mapping) and "name" in i for i in [*base, *extra])
+        if not named:
+            return [*base, *(copy.deepcopy(i) for i in extra if i not in base)]
+        out_list = list(base)
+        index = {item["name"]: n for n, item in enumerate(out_list)}
+        for item in extra:
+            if item["name"] in index:
+                out_list[index[item["name"]]] = _merge(out_list[index[item["name"]]], item)
+            else:
+                out_list.append(copy.deepcopy(item))
+        return out_list
+    return copy.deepcopy(extra)
+
+
+def merge_pod_template(
+    template: Mapping[str, Any], extra: Mapping[str, Any], container: str = CONTAINER
+) -> Manifest:
+    """`template` (a PodTemplateSpec) with the PodTemplateSpec `extra` merged in.
+
+    Maps merge key by key (node selectors, labels); lists of named items merge by name
+    (containers, volumes, env) and other lists are appended (tolerations). A container in
+    `extra` named `primary` (Flyte's convention) or `container` is the task's own; any other
+    container is added beside it (a sidecar). ConfigError for anything but metadata and spec.
+    """
+    unknown = set(extra) - {"metadata", "spec"}
+    if unknown:
+        raise ConfigError(
+            f"pod_template must be a PodTemplateSpec ({{'metadata': ..., 'spec': ...}}); "
+            f"unexpected keys: {', '.join(sorted(unknown))}"
+        )
+    extra = copy.deepcopy(dict(extra))
+    for item in (extra.get("spec") or {}).get("containers") or []:
+        if item.get("name") == "primary":
+            item["name"] = container
+    merged: Manifest = _merge(
+        {"metadata": {"labels": {}, "annotations": {}}, **copy.deepcopy(dict(template))}, extra
+    )
+    return merged
 
 
 # -- what a cluster needs ------------------------------------------------------------------------
