@@ -39,10 +39,12 @@ a single Redis server (or a primary with replicas), not Redis Cluster.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -73,408 +75,37 @@ RECLAIM_BATCH = 500  # runs per reclaim/purge script call, so one call never blo
 LISTENER_BACKOFF = (0.1, 5.0)  # first and longest wait between listener reconnects
 
 # -- Lua ------------------------------------------------------------------------------------------
-# Every script starts with this prelude; ARGV[1] is always the key prefix.
-_PRELUDE = r"""
-local P = ARGV[1]
-local ACTIVE = {init = true, queued = true, running = true}
-local DONE = {success = true, failure = true, aborted = true, rate_limited = true}
-local IDX = {'task', 'state', 'parent_id', 'root_run_id'}
+# The scripts live in `lua/<name>.lua` beside this module (package data). Each one is sent
+# with `lua/prelude.lua` in front; ARGV[1] is always the key prefix.
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "heartbeat",
+    "finish",
+    "reclaim",
+    "save",
+    "cancel",
+    "load",
+    "page",
+    "queue_length",
+    "purge",
+    "acquire_slot",
+    "acquire_lock",
+    "release_lock",
+)
 
--- A JSON string field as a Lua string; nil for null or a missing field.
-local function jstr(v)
-  if not v or v == 'null' then return nil end
-  if not string.find(v, '\\', 1, true) then return string.sub(v, 2, -2) end  -- no escapes
-  return cjson.decode(v)
-end
 
--- The record in hash `key` as one JSON object (false if missing); '_' fields are control.
-local function record(key)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then return false end
-  local parts = {}
-  for i = 1, #flat, 2 do
-    if string.byte(flat[i], 1) ~= 95 then
-      parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1]
-    end
-  end
-  return '{' .. table.concat(parts, ',') .. '}'
-end
+@functools.cache
+def lua_scripts() -> dict[str, str]:
+    """Every script's full source (prelude + body) by name, read once from the package."""
+    folder = resources.files("taskloom.store").joinpath("lua")
 
--- What the indexes of a run are keyed on (nil if the run does not exist).
-local function view(key)
-  local f = redis.call('HMGET', key, 'state', 'task', 'parent_id', 'root_run_id', 'queue',
-                       '_score', '_after', '_end')
-  if not f[1] then return nil end
-  return {state = jstr(f[1]), task = jstr(f[2]), parent_id = jstr(f[3]),
-          root_run_id = jstr(f[4]), queue = jstr(f[5]), score = f[6], after = f[7],
-          ended = f[8]}
-end
+    def read(name: str) -> str:
+        text: str = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        return text
 
--- Move run `id` from the index entries of view `old` to those of view `new` (nil: none).
-local function reindex(id, old, new)
-  if new and not old then redis.call('ZADD', P .. 'runs', 0, id) end
-  if old and not new then redis.call('ZREM', P .. 'runs', id) end
-  for _, f in ipairs(IDX) do
-    local a, b = old and old[f], new and new[f]
-    if f == 'root_run_id' then  -- a root run is its own root: not indexed (saves a key per run)
-      if a == id then a = nil end
-      if b == id then b = nil end
-    end
-    if a ~= b then
-      if a then redis.call('ZREM', P .. 'idx:' .. f .. ':' .. a, id) end
-      if b then redis.call('ZADD', P .. 'idx:' .. f .. ':' .. b, 0, id) end
-    end
-  end
-  if old and old.state == 'queued' then
-    redis.call('ZREM', P .. 'ready:' .. old.queue, id)
-    redis.call('ZREM', P .. 'delayed:' .. old.queue, id)
-  end
-  if new and new.state == 'queued' then
-    redis.call('SADD', P .. 'queues', new.queue)
-    if new.after then
-      redis.call('ZADD', P .. 'delayed:' .. new.queue, new.after, id)
-    else
-      redis.call('ZADD', P .. 'ready:' .. new.queue, new.score, id)
-    end
-  end
-  local was = old and DONE[old.state] and old.ended
-  local now = new and DONE[new.state] and new.ended
-  if was and not now then redis.call('ZREM', P .. 'ended', id) end
-  if now then redis.call('ZADD', P .. 'ended', now, id) end
-end
-
--- Replace every field of hash `key` with those packed in `packed`: name US json US name US
--- json ..., US being byte 31, which JSON text never holds raw, and no part is empty (one ARGV
--- per run instead of ~60: packing the arguments was the client's hot spot).
-local function write(key, packed)
-  local args = {}
-  for part in string.gmatch(packed, '[^\31]+') do args[#args + 1] = part end
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(args))
-end
-
--- Forget the dedup key of a run that stopped being active, if the key still points to it.
-local function release_dedup(key, id)
-  local dedup = jstr(redis.call('HGET', key, 'dedup_key'))
-  if dedup and redis.call('HGET', P .. 'dedup', dedup) == id then
-    redis.call('HDEL', P .. 'dedup', dedup)
-  end
-end
-"""
-
-# ARGV: P, then per run: id, dedup key or "", packed fields (see write()).
-# Returns per run "" (inserted) or the record that stands in its place.
-_ENQUEUE = r"""
-local out = {}
-local i = 2
-for i = 2, #ARGV, 3 do
-  local id, dedup = ARGV[i], ARGV[i + 1]
-  local key = P .. 'run:' .. id
-  local existing = nil
-  if redis.call('EXISTS', key) == 1 then
-    existing = key
-  elseif dedup ~= '' then
-    local other = redis.call('HGET', P .. 'dedup', dedup)
-    if other then
-      local okey = P .. 'run:' .. other
-      local f = redis.call('HMGET', okey, 'state', 'dedup_key')
-      local state = jstr(f[1])
-      -- the key's run is still active (and still that key's: a purged id may be reused)
-      if state and ACTIVE[state] and jstr(f[2]) == dedup then existing = okey end
-    end
-  end
-  if existing then
-    out[#out + 1] = record(existing)
-  else
-    write(key, ARGV[i + 2])
-    if dedup ~= '' then redis.call('HSET', P .. 'dedup', dedup, id) end
-    reindex(id, nil, view(key))
-    out[#out + 1] = ''
-  end
-end
-redis.call('PUBLISH', P .. 'events', 'queue')
-return out
-"""
-
-# ARGV: P, worker JSON, start JSON, now, lease expiry, token base, limit, all ("1"/"0"), queues...
-# Returns record, token, id, record, token, id, ...
-_CLAIM = r"""
-local worker, start, now, expires, base = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local limit = tonumber(ARGV[7])
-local all = ARGV[8] == '1'
-local queues = all and redis.call('SMEMBERS', P .. 'queues') or {unpack(ARGV, 9)}
-local cands = {}
-for _, q in ipairs(queues) do
-  local ready, delayed = P .. 'ready:' .. q, P .. 'delayed:' .. q
-  -- runs whose execute_after passed join the ready queue at their priority/FIFO place
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now)) do
-    local score = redis.call('HGET', P .. 'run:' .. id, '_score')
-    if score then redis.call('ZADD', ready, score, id) end
-    redis.call('ZREM', delayed, id)
-  end
-  local got = redis.call('ZRANGE', ready, 0, limit - 1, 'WITHSCORES')
-  for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), ready} end
-  if all and #got == 0 and redis.call('EXISTS', delayed) == 0 then
-    redis.call('SREM', P .. 'queues', q)  -- enqueue adds it back with its next run
-  end
-end
-if #queues > 1 then
-  table.sort(cands, function(a, b)
-    if a[2] ~= b[2] then return a[2] < b[2] end
-    return a[1] < b[1]
-  end)
-end
-local out = {}
-for j = 1, math.min(limit, #cands) do
-  local id = cands[j][1]
-  local key = P .. 'run:' .. id
-  local old = view(key)
-  if old and old.state == 'queued' then
-    local new = {}
-    for k, v in pairs(old) do new[k] = v end
-    new.state = 'running'
-    reindex(id, old, new)
-    local token = base .. j
-    if redis.call('HGET', key, 'start') == 'null' then redis.call('HSET', key, 'start', start) end
-    redis.call('HSET', key, 'state', '"running"', 'worker', worker, '_token', token)
-    redis.call('ZADD', P .. 'leases', expires, id)
-    out[#out + 1] = record(key)
-    out[#out + 1] = token
-    out[#out + 1] = id
-  else  -- a stale entry (the record was deleted or changed behind our back): drop it
-    redis.call('ZREM', cands[j][3], id)
-  end
-end
-return out
-"""
-
-# ARGV: P, lease expiry, then per beat: id, token, progress JSON or "", note JSON.
-# Returns alive (0/1), cancel requested (0/1) per beat.
-_HEARTBEAT = r"""
-local expires = ARGV[2]
-local out = {}
-for i = 3, #ARGV, 4 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local key = P .. 'run:' .. id
-  local f = redis.call('HMGET', key, '_token', 'state', 'cancel_requested')
-  if f[1] == token and f[2] == '"running"' then
-    redis.call('ZADD', P .. 'leases', expires, id)
-    for _, name in ipairs(redis.call('SMEMBERS', P .. 'holds:' .. id)) do
-      redis.call('ZADD', P .. 'slot:' .. name, 'XX', expires, id)
-    end
-    if ARGV[i + 2] ~= '' then
-      redis.call('HSET', key, 'progress', ARGV[i + 2], 'progress_note', ARGV[i + 3])
-    end
-    out[#out + 1] = 1
-    out[#out + 1] = f[3] == 'true' and 1 or 0
-  else
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-  end
-end
-return out
-"""
-
-# ARGV: P, then per item: id, token, packed fields. Returns 1/0 (written) per item.
-_FINISH = r"""
-local out = {}
-local requeued = false
-for i = 2, #ARGV, 3 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local key = P .. 'run:' .. id
-  local f = redis.call('HMGET', key, '_token', 'state', 'cancel_requested')
-  if f[1] == token and f[2] == '"running"' then
-    local old = view(key)
-    write(key, ARGV[i + 2])  -- also drops _token: the lease is released
-    local new = view(key)
-    local cancel = f[3] == 'true' and not DONE[new.state]
-    redis.call('HSET', key, 'cancel_requested', cancel and 'true' or 'false')
-    redis.call('ZREM', P .. 'leases', id)
-    reindex(id, old, new)
-    if new.state == 'queued' then
-      requeued = true
-    elseif DONE[new.state] then
-      release_dedup(key, id)
-    end
-    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-if requeued then redis.call('PUBLISH', P .. 'events', 'queue') end
-return out
-"""
-
-# ARGV: P, now, now as JSON, batch size. Returns the number of expired leases looked at,
-# then the records of the runs requeued.
-_RECLAIM = r"""
-local ended = ARGV[3]
-local ids = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. ARGV[2],
-                       'LIMIT', 0, tonumber(ARGV[4]))
-local out = {#ids}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. 'leases', id)
-  local key = P .. 'run:' .. id
-  local f = redis.call('HMGET', key, 'state', 'retry_attempt', 'start', 'worker', 'attempts')
-  if f[1] == '"running"' then
-    local attempt = '{"attempt":' .. f[2] .. ',"state":"interrupted","start":' .. f[3]
-      .. ',"end":' .. ended .. ',"worker":' .. f[4]
-      .. ',"error":{"type":"LeaseExpired","message":"worker lost its lease"}}'
-    -- attempts is always compact JSON from orjson or from this splice
-    local attempts = '[' .. attempt .. ']'
-    if f[5] ~= '[]' then attempts = string.sub(f[5], 1, -2) .. ',' .. attempt .. ']' end
-    local old = view(key)
-    redis.call('HSET', key, 'state', '"queued"', 'worker', 'null', 'attempts', attempts)
-    redis.call('HDEL', key, '_token')
-    reindex(id, old, view(key))
-    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
-    out[#out + 1] = record(key)
-  end
-end
-if #out > 1 then redis.call('PUBLISH', P .. 'events', 'queue') end
-return out
-"""
-
-# ARGV: P, then one run as in _ENQUEUE. Replaces the record unconditionally.
-_SAVE = r"""
-local id, dedup = ARGV[2], ARGV[3]
-local key = P .. 'run:' .. id
-local old = view(key)
-write(key, ARGV[4])
-redis.call('ZREM', P .. 'leases', id)
-local new = view(key)
-if dedup ~= '' and ACTIVE[new.state] then redis.call('HSET', P .. 'dedup', dedup, id) end
-reindex(id, old, new)
-redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
-if new.state == 'queued' then redis.call('PUBLISH', P .. 'events', 'queue') end
-return 1
-"""
-
-# ARGV: P, id, now as JSON, now, error JSON. Returns the updated record or false.
-_CANCEL = r"""
-local id = ARGV[2]
-local key = P .. 'run:' .. id
-local state = jstr(redis.call('HGET', key, 'state'))
-if not state then return false end
-if state == 'init' or state == 'queued' then
-  local old = view(key)
-  redis.call('HSET', key, 'state', '"aborted"', 'end', ARGV[3], '_end', ARGV[4],
-             'error', ARGV[5])
-  reindex(id, old, view(key))
-  release_dedup(key, id)
-elseif state == 'running' then
-  redis.call('HSET', key, 'cancel_requested', 'true')
-  redis.call('PUBLISH', P .. 'events', 'cancel')  -- workers beat now, not at their next beat
-end
-redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
-return record(key)
-"""
-
-# ARGV: P, ids... Returns the record of each id, or false.
-_LOAD = r"""
-local out = {}
-for i = 2, #ARGV do out[#out + 1] = record(P .. 'run:' .. ARGV[i]) end
-return out
-"""
-
-# ARGV: P, index key (without prefix), lex max, count. Returns id, record pairs, newest first.
-_PAGE = r"""
-local ids = redis.call('ZREVRANGEBYLEX', P .. ARGV[2], ARGV[3], '-', 'LIMIT', 0, ARGV[4])
-local out = {}
-for _, id in ipairs(ids) do
-  out[#out + 1] = id
-  out[#out + 1] = record(P .. 'run:' .. id)
-end
-return out
-"""
-
-# ARGV: P, rank span, all ("1"/"0"), queue. Returns queued counts for ranks 0, 1, 2.
-_QUEUE_LENGTH = r"""
-local span = tonumber(ARGV[2])
-local queues = ARGV[3] == '1' and redis.call('SMEMBERS', P .. 'queues') or {ARGV[4]}
-local counts = {0, 0, 0}
-for _, q in ipairs(queues) do
-  for r = 0, 2 do
-    counts[r + 1] = counts[r + 1] + redis.call('ZCOUNT', P .. 'ready:' .. q,
-      string.format('%.17g', r * span), '(' .. string.format('%.17g', (r + 1) * span))
-  end
-  -- delayed runs are scored by time, so their rank comes from their ready score
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'delayed:' .. q, 0, -1)) do
-    local score = tonumber(redis.call('HGET', P .. 'run:' .. id, '_score'))
-    if score then
-      local r = math.min(2, math.floor(score / span))
-      counts[r + 1] = counts[r + 1] + 1
-    end
-  end
-end
-return counts
-"""
-
-# ARGV: P, before, batch size. Returns how many runs were deleted.
-_PURGE = r"""
-local ids = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. ARGV[2],
-                       'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  local key = P .. 'run:' .. id
-  reindex(id, view(key), nil)
-  release_dedup(key, id)
-  redis.call('ZREM', P .. 'ended', id)
-  redis.call('UNLINK', key)
-end
-return #ids
-"""
-
-# ARGV: P, name, holder, limit, expiry, now. Returns 1 if the holder has a slot.
-_ACQUIRE_SLOT = r"""
-local name, holder = ARGV[2], ARGV[3]
-local key = P .. 'slot:' .. name
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[6])) do
-  redis.call('ZREM', key, gone)
-  redis.call('SREM', P .. 'holds:' .. gone, name)
-end
-if redis.call('ZSCORE', key, holder) or redis.call('ZCARD', key) < tonumber(ARGV[4]) then
-  redis.call('ZADD', key, ARGV[5], holder)
-  redis.call('SADD', P .. 'holds:' .. holder, name)
-  return 1
-end
-return 0
-"""
-
-# ARGV: P, name, holder, expiry, now. Returns 1 if the holder has the lock.
-_ACQUIRE_LOCK = r"""
-local key = P .. 'lock:' .. ARGV[2]
-local f = redis.call('HMGET', key, 'holder', 'expires')
-if not f[1] or f[1] == ARGV[3] or tonumber(f[2]) < tonumber(ARGV[5]) then
-  redis.call('HSET', key, 'holder', ARGV[3], 'expires', ARGV[4])
-  return 1
-end
-return 0
-"""
-
-# ARGV: P, name, holder.
-_RELEASE_LOCK = r"""
-local key = P .. 'lock:' .. ARGV[2]
-if redis.call('HGET', key, 'holder') == ARGV[3] then redis.call('DEL', key) end
-return 0
-"""
-
-_SCRIPTS = {
-    "enqueue": _ENQUEUE,
-    "claim": _CLAIM,
-    "heartbeat": _HEARTBEAT,
-    "finish": _FINISH,
-    "reclaim": _RECLAIM,
-    "save": _SAVE,
-    "cancel": _CANCEL,
-    "load": _LOAD,
-    "page": _PAGE,
-    "queue_length": _QUEUE_LENGTH,
-    "purge": _PURGE,
-    "acquire_slot": _ACQUIRE_SLOT,
-    "acquire_lock": _ACQUIRE_LOCK,
-    "release_lock": _RELEASE_LOCK,
-}
+    prelude = read("prelude")
+    return {name: prelude + read(name) for name in SCRIPT_NAMES}
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -569,7 +200,7 @@ class RedisStore:
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._scripts: dict[str, AsyncScript] = {
-            name: self._redis.register_script(_PRELUDE + body) for name, body in _SCRIPTS.items()
+            name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
         self._listener: asyncio.Task[None] | None = None
         # `run:<id>` events go to a channel per run, subscribed only while someone here

@@ -1,0 +1,28 @@
+-- ARGV: P, then per item: id, token, packed fields. Returns 1/0 (written) per item.
+local out = {}
+local requeued = false
+for i = 2, #ARGV, 3 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = P .. 'run:' .. id
+  local f = redis.call('HMGET', key, '_token', 'state', 'cancel_requested')
+  if f[1] == token and f[2] == '"running"' then
+    local old = view(key)
+    write(key, ARGV[i + 2])  -- also drops _token: the lease is released
+    local new = view(key)
+    local cancel = f[3] == 'true' and not DONE[new.state]
+    redis.call('HSET', key, 'cancel_requested', cancel and 'true' or 'false')
+    redis.call('ZREM', P .. 'leases', id)
+    reindex(id, old, new)
+    if new.state == 'queued' then
+      requeued = true
+    elseif DONE[new.state] then
+      release_dedup(key, id)
+    end
+    redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if requeued then redis.call('PUBLISH', P .. 'events', 'queue') end
+return out

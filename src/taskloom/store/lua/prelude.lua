@@ -1,0 +1,86 @@
+-- Every script starts with this prelude; ARGV[1] is always the key prefix.
+local P = ARGV[1]
+local ACTIVE = {init = true, queued = true, running = true}
+local DONE = {success = true, failure = true, aborted = true, rate_limited = true}
+local IDX = {'task', 'state', 'parent_id', 'root_run_id'}
+
+-- A JSON string field as a Lua string; nil for null or a missing field.
+local function jstr(v)
+  if not v or v == 'null' then return nil end
+  if not string.find(v, '\\', 1, true) then return string.sub(v, 2, -2) end  -- no escapes
+  return cjson.decode(v)
+end
+
+-- The record in hash `key` as one JSON object (false if missing); '_' fields are control.
+local function record(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return false end
+  local parts = {}
+  for i = 1, #flat, 2 do
+    if string.byte(flat[i], 1) ~= 95 then
+      parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1]
+    end
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- What the indexes of a run are keyed on (nil if the run does not exist).
+local function view(key)
+  local f = redis.call('HMGET', key, 'state', 'task', 'parent_id', 'root_run_id', 'queue',
+                       '_score', '_after', '_end')
+  if not f[1] then return nil end
+  return {state = jstr(f[1]), task = jstr(f[2]), parent_id = jstr(f[3]),
+          root_run_id = jstr(f[4]), queue = jstr(f[5]), score = f[6], after = f[7],
+          ended = f[8]}
+end
+
+-- Move run `id` from the index entries of view `old` to those of view `new` (nil: none).
+local function reindex(id, old, new)
+  if new and not old then redis.call('ZADD', P .. 'runs', 0, id) end
+  if old and not new then redis.call('ZREM', P .. 'runs', id) end
+  for _, f in ipairs(IDX) do
+    local a, b = old and old[f], new and new[f]
+    if f == 'root_run_id' then  -- a root run is its own root: not indexed (saves a key per run)
+      if a == id then a = nil end
+      if b == id then b = nil end
+    end
+    if a ~= b then
+      if a then redis.call('ZREM', P .. 'idx:' .. f .. ':' .. a, id) end
+      if b then redis.call('ZADD', P .. 'idx:' .. f .. ':' .. b, 0, id) end
+    end
+  end
+  if old and old.state == 'queued' then
+    redis.call('ZREM', P .. 'ready:' .. old.queue, id)
+    redis.call('ZREM', P .. 'delayed:' .. old.queue, id)
+  end
+  if new and new.state == 'queued' then
+    redis.call('SADD', P .. 'queues', new.queue)
+    if new.after then
+      redis.call('ZADD', P .. 'delayed:' .. new.queue, new.after, id)
+    else
+      redis.call('ZADD', P .. 'ready:' .. new.queue, new.score, id)
+    end
+  end
+  local was = old and DONE[old.state] and old.ended
+  local now = new and DONE[new.state] and new.ended
+  if was and not now then redis.call('ZREM', P .. 'ended', id) end
+  if now then redis.call('ZADD', P .. 'ended', now, id) end
+end
+
+-- Replace every field of hash `key` with those packed in `packed`: name US json US name US
+-- json ..., US being byte 31, which JSON text never holds raw, and no part is empty (one ARGV
+-- per run instead of ~60: packing the arguments was the client's hot spot).
+local function write(key, packed)
+  local args = {}
+  for part in string.gmatch(packed, '[^\31]+') do args[#args + 1] = part end
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(args))
+end
+
+-- Forget the dedup key of a run that stopped being active, if the key still points to it.
+local function release_dedup(key, id)
+  local dedup = jstr(redis.call('HGET', key, 'dedup_key'))
+  if dedup and redis.call('HGET', P .. 'dedup', dedup) == id then
+    redis.call('HDEL', P .. 'dedup', dedup)
+  end
+end
