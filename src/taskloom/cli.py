@@ -290,6 +290,25 @@ def retry_cmd(run_id: str, app_spec: AppOpt = None) -> None:
     console.print(_run(go).id)
 
 
+@app.command("purge")
+def purge_cmd(
+    older_than: Annotated[str, typer.Option(help="age: 90s, 30m, 12h, 7d, 2w")],
+    state: Annotated[str | None, typer.Option(help="only this finished state")] = None,
+    app_spec: AppOpt = None,
+) -> None:
+    """Delete finished runs older than --older-than (queued and running runs stay)."""
+    from .retention import parse_age
+
+    manager = _manager(app_spec)
+
+    async def go() -> int:
+        async with manager:
+            return await manager.purge(parse_age(older_than), state=state)
+
+    n = _run(go)
+    console.print(f"purged {n} run{'' if n == 1 else 's'}")
+
+
 @app.command("worker")
 def worker_cmd(
     app_spec: AppOpt = None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
+from .retention import RetentionSweeper
 from .run import TaskRun, TaskState
 from .runner import Stop, attempt, unknown_task_record
 from .store.base import Beat, Lease
@@ -75,6 +76,7 @@ class TaskConsumer:
         self._running = False
         self._bg: asyncio.Task[None] | None = None
         self._down_for = 0.0
+        self.retention = RetentionSweeper(manager, self.worker_id)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, burst: bool = False, handle_signals: bool = False) -> None:
@@ -85,6 +87,8 @@ class TaskConsumer:
             self._install_signals()
         await self._announce()
         side = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._flush_acks())]
+        if not burst:  # a long-lived worker also purges runs past their retention
+            side.append(asyncio.create_task(self.retention.run(self._stopping)))
         try:
             with store.notifier.watch("queue") as queued, store.notifier.watch("cancel") as cxl:
                 self._wake, self._cancel_topic = queued, cxl

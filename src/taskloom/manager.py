@@ -21,6 +21,8 @@ from .errors import (
 from .executors.base import Executor
 from .hooks import HookSet, RunHooks
 from .lifecycle import RunLifecycle
+from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
+from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
 from .store import RunQuery, Store, open_store
 from .task import Task, make_task
@@ -80,6 +82,7 @@ class TaskManager:
         default_executor: str | None = None,
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
+        retention: timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -89,6 +92,9 @@ class TaskManager:
         self.poll_interval = poll_interval
         self.default_executor = default_executor
         self.children_on_queue = children_on_queue
+        retention_seconds(retention)  # refuse a negative one now
+        # finished runs older than this are purged by workers; None or 0 keeps them forever
+        self.retention = retention
         self.hooks = HookSet(hooks)
         self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
@@ -348,6 +354,20 @@ class TaskManager:
             # the subscription settles while the run is written: one round trip, not two
             await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
             return await self._wait_watched(run.id, changed, timeout)
+
+    async def purge(
+        self,
+        older_than: timedelta | float,
+        *,
+        state: TaskState | str | None = None,
+        task: str | None = None,
+    ) -> int:
+        """Delete finished runs that ended more than `older_than` ago (only `state` / `task`
+        if given), with their child runs and run logs; return how many. Queued and running
+        runs are never deleted."""
+        await self._ready()
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        return await purge_runs(self, self.clock() - age, task=task, state=finished_state(state))
 
     async def cancel(self, run_id: str) -> TaskRun:
         """Abort a queued run now; ask a running one to stop (it ends `aborted`)."""

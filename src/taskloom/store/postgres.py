@@ -594,10 +594,20 @@ class PostgresStore:
         self.notifier.publish_run(run_id)
         return _load(row["data"], run_id)
 
-    async def purge(self, before: float) -> int:
-        """Delete finished runs that ended before `before`."""
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete finished runs that ended before `before`, with their families' finished
+        runs and run logs."""
+        args = (before, task, list(skip_tasks), state.value if state else None, limit)
         # A retry after a lost reply counts only what it deleted itself.
-        count: int = await self._run(lambda conn: conn.fetchval(self._q["purge"], before))
+        count: int = await self._run(lambda conn: conn.fetchval(self._q["purge"], *args))
         return count
 
     # -- coordination -----------------------------------------------------------------------

@@ -644,11 +644,50 @@ class SQLiteStore:
             self.notifier.publish_run(run_id)
         return run
 
-    async def purge(self, before: float) -> int:
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        sql = f"SELECT id, parent_id FROM runs WHERE state IN ({_DONE_SQL}) AND ended < ?"
+        params: list[Any] = [before]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        if skip_tasks:
+            sql += " AND task NOT IN (SELECT value FROM json_each(?))"
+            params.append(_json(list(skip_tasks)))
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state.value)
+        sql += " LIMIT ?"
+        params.append(-1 if limit is None else limit)
+
         def work(conn: sqlite3.Connection) -> int:
             with _immediate(conn):
+                picked = conn.execute(sql, params).fetchall()
+                ids = {run_id for run_id, _ in picked}
+                roots = [run_id for run_id, parent in picked if parent is None]
+                if roots:  # a purged root takes its finished descendants, whatever their age
+                    ids.update(
+                        run_id
+                        for (run_id,) in conn.execute(
+                            "SELECT id FROM runs INDEXED BY runs_root WHERE root_run_id IN"
+                            f" (SELECT value FROM json_each(?)) AND state IN ({_DONE_SQL})",
+                            (_json(roots),),
+                        )
+                    )
+                gone = _json(sorted(ids))
+                conn.execute(
+                    "DELETE FROM kv WHERE key IN (SELECT 'runlog:' || value FROM json_each(?))",
+                    (gone,),
+                )
                 cursor = conn.execute(
-                    f"DELETE FROM runs WHERE state IN ({_DONE_SQL}) AND ended < ?", (before,)
+                    "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (gone,)
                 )
             return cursor.rowcount
 
