@@ -4,6 +4,10 @@ python -m bench --setup                 # create bench/.venv with taskloom and t
 python -m bench                         # every phase, store and installed peer
 python -m bench --quick                 # < 60 s smoke run: SQLite, taskloom vs huey
 python -m bench --stores redis --peers huey,saq --reps 3 --n 10000
+python -m bench --stores redis --peers huey,redis-floor --phases c   # one phase
+
+The last table checks the goals (ratios against the peers of the same run); the load average
+at start and end is printed under it. Phase f also runs on the in-memory store.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import venv
-from .peers import PEERS, installed
+from . import fanout, venv
+from .peers import MODULES, PEERS, installed
 from .peers.base import STORES
 from .phases import PHASES, Settings
 from .report import print_report
@@ -29,6 +33,8 @@ from .runner import Plan, run_sync
 
 QUICK_N = 300
 ALL_PHASES = [p.key for p in PHASES] + ["f"]
+#: The smoke run skips the 2- and 4-process drains: process start-up would dominate it.
+QUICK_PHASES = [p for p in ALL_PHASES if p not in ("s2", "s4")]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -37,8 +43,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         prog="python -m bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="phases (--phases):\n"
+        + "\n".join(f"  {p.key:<3} {p.title}" for p in PHASES)
+        + f"\n  f   {fanout.TITLE}",
     )
-    quick = f"smoke run: n={QUICK_N}, 1 rep, SQLite, taskloom vs huey"
+    quick = f"smoke run: n={QUICK_N}, 1 rep, SQLite, taskloom vs huey, no s2/s4"
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--stores", help=f"comma list of {','.join(STORES)}")
     parser.add_argument("--peers", help=f"comma list of {','.join(PEERS)} (default: all)")
@@ -63,10 +72,14 @@ def _versions(systems: list[str]) -> dict[str, str]:
     out = {}
     for system in systems:  # every system's name is its distribution's name
         try:
-            out[system] = importlib.metadata.version(system)
+            out[system] = importlib.metadata.version(MODULES[system][1])
         except importlib.metadata.PackageNotFoundError:
             out[system] = "?"
     return out
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _commit() -> str:
@@ -105,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         n=n, reps=args.reps or (1 if quick else 3), latency_runs=min(200, n),
         sleep_runs=min(1000, n), workdir=args.workdir,
     )  # fmt: skip
-    plan = Plan(stores, ["taskloom", *peers], settings, _split(args.phases) or ALL_PHASES,
+    default_phases = QUICK_PHASES if quick else ALL_PHASES
+    plan = Plan(stores, ["taskloom", *peers], settings, _split(args.phases) or default_phases,
                 args.redis, args.postgres)  # fmt: skip
     started = time.time()
+    load_start = _loadavg()
+    say(f"load average at start: {load_start}")
     report: Report = run_sync(plan, say)
     report.notes[:0] = notes
     report.meta = {
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
+        "loadavg": {"start": load_start, "end": _loadavg()},
     }  # fmt: skip
     print_report(report)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -1,4 +1,4 @@
-"""Phases (a) to (e): the same measurement for every system, one sample per call.
+"""Phases (a) to (e) and the scale phases (s1, s2, s4): one sample per call, every system.
 
 Each sample starts from an empty namespace and leaves none behind. Times are wall-clock
 (`perf_counter`) in the harness process; completion is read from the system's own store or
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .peers.base import NAP, NAP_SECONDS, Client, System, Target, reset
-from .procs import Workers
+from .procs import DONE_POLL, Workers
 
 #: One sample's values: metric name -> value.
 Values = dict[str, float]
@@ -90,18 +90,48 @@ async def bulk_enqueue(system: System, target: Target, s: Settings) -> Values:
         return {"bulk enqueue": s.n / (time.perf_counter() - started)}
 
 
-def end_to_end(processes: int) -> Callable[[System, Target, Settings], Awaitable[Values]]:
-    """(c) n pre-queued no-ops, from starting `processes` workers until all are done."""
+async def end_to_end(system: System, target: Target, s: Settings) -> Values:
+    """(c) one warm worker process; the producer queues n no-ops one awaited call at a time
+    (each system's per-job API) while it works; clock from the first call until all are done."""
+    async with opened(system, target) as client:
+        spec = system.worker(target, None, burst=False)
+        with Workers(spec, 1, _logdir(s, target, "e2e")) as workers:
+            await _warm(client)
+            workers.check_alive(allow_exit=False)
+            before = await client.finished()
+            started = time.perf_counter()
+            for i in range(s.n):
+                await client.enqueue_one(i)
+            done = await workers.wait_done(client.finished, before + s.n, _timeout(s.n))
+        return {"runs": s.n / (done - started)}
+
+
+def drain(processes: int) -> Callable[[System, Target, Settings], Awaitable[Values]]:
+    """(s) n no-ops queued in bulk first (not timed), then `processes` workers drain them.
+
+    The rate is taken between 10% and 90% done, so worker start-up and the last stragglers
+    do not count: it is the steady drain rate, with no producer in the way.
+    """
 
     async def sample(system: System, target: Target, s: Settings) -> Values:
         async with opened(system, target) as client:
             await client.enqueue_many("noop", s.n, s.batch)
+            low, high = max(1, s.n // 10), max(2, s.n * 9 // 10)
             spec = system.worker(target, None, burst=True)
-            with Workers(spec, processes, _logdir(s, target, f"e2e{processes}")) as workers:
-                done = await workers.wait_done(client.finished, s.n, _timeout(s.n), allow_exit=True)
-            return {"runs": s.n / (done - workers.started)}
+            with Workers(spec, processes, _logdir(s, target, f"drain{processes}")) as workers:
+                wait = _timeout(s.n)
+                first = await workers.wait_done(client.finished, low, wait, allow_exit=True)
+                last = await workers.wait_done(client.finished, high, wait, allow_exit=True)
+                await workers.wait_done(client.finished, s.n, wait, allow_exit=True)
+            return {"runs": (high - low) / max(last - first, DONE_POLL)}
 
     return sample
+
+
+async def _warm(client: Client) -> None:
+    """Five round trips: the first waits for the worker to start; all warm it up."""
+    for i in range(5):
+        await client.run_and_wait(-1 - i)
 
 
 async def latency(system: System, target: Target, s: Settings) -> Values:
@@ -109,8 +139,7 @@ async def latency(system: System, target: Target, s: Settings) -> Values:
     async with opened(system, target) as client:
         spec = system.worker(target, None, burst=False)
         with Workers(spec, 1, _logdir(s, target, "latency")) as workers:
-            for i in range(5):  # the first waits for the worker to start; all warm it up
-                await client.run_and_wait(-1 - i)
+            await _warm(client)
             workers.check_alive(allow_exit=False)
             times = []
             for i in range(s.latency_runs):
@@ -141,12 +170,16 @@ PHASES = (
           (Metric("enqueue", "runs/s"),), sequential_enqueue),
     Phase("b", "(b) bulk enqueue: batches of 1000 (bulk API, else the fastest loop)",
           (Metric("bulk enqueue", "runs/s"),), bulk_enqueue),
-    Phase("c1", "(c) end-to-end no-op runs/s, 1 worker process (from worker start to all done)",
-          (Metric("runs", "runs/s"),), end_to_end(1)),
-    Phase("c2", "(c) end-to-end no-op runs/s, 2 worker processes (from worker start to all done)",
-          (Metric("runs", "runs/s"),), end_to_end(2)),
+    Phase("c", "(c) end to end: a producer queues one run per call, one warm worker process",
+          (Metric("runs", "runs/s"),), end_to_end),
     Phase("d", "(d) enqueue→result latency, sequential runs, one warm worker process",
           (Metric("p50", "ms", False), Metric("p99", "ms", False)), latency),
     Phase("e", "(e) runs sleeping 0.1 s, one warm worker at concurrency 100",
           (Metric("effective concurrency", "runs at once"),), sleep_concurrency),
+    Phase("s1", "(s) scale: drain of a pre-filled queue, 1 worker process (10%→90% done)",
+          (Metric("runs", "runs/s"),), drain(1)),
+    Phase("s2", "(s) scale: drain of a pre-filled queue, 2 worker processes (10%→90% done)",
+          (Metric("runs", "runs/s"),), drain(2)),
+    Phase("s4", "(s) scale: drain of a pre-filled queue, 4 worker processes (10%→90% done)",
+          (Metric("runs", "runs/s"),), drain(4)),
 )  # fmt: skip

@@ -6,6 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .goals import FLOOR, FLOOR_ROWS, GOALS, median
 from .results import Measurement, Report
 
 
@@ -47,9 +48,36 @@ def phase_table(report: Report, phase: str) -> Table:
     return table
 
 
+def goals_table(report: Report) -> Table:
+    """Every goal with the value this run measured (blank where a phase did not run)."""
+    table = Table(title="goals (taskloom; ratios are against the peer in this run)",
+                  title_justify="left")  # fmt: skip
+    for column in ("goal", "measured", "bar", "met"):
+        table.add_column(column, justify="left" if column == "goal" else "right")
+    for goal in GOALS:
+        value = goal.value(report)
+        bar = f"{'>=' if goal.higher_is_better else '<='} {_num(goal.bar)} {goal.unit}"
+        if value is None:
+            table.add_row(goal.what, "", bar, "")
+            continue
+        met = Text("yes", style="green") if goal.met(value) else Text("no", style="red")
+        table.add_row(goal.what, f"{_num(value)} {goal.unit}", bar, met)
+    floor = [(label, median(report, phase, "redis", FLOOR, metric))
+             for label, phase, metric in FLOOR_ROWS]  # fmt: skip
+    if any(value is not None for _, value in floor):
+        shown = ", ".join(f"{label} {_num(v)}" for label, v in floor if v is not None)
+        table.caption = f"bare-Redis floor (LPUSH/BRPOP): {shown} (runs/s; p50 in ms)"
+    return table
+
+
 def render(report: Report) -> Group:
-    """Every phase's table, then the notes."""
+    """Every phase's table, the goals, the load average, then the notes."""
     parts: list[Table | Text] = [phase_table(report, phase) for phase in report.phases()]
+    parts.append(goals_table(report))
+    load = report.meta.get("loadavg")
+    if load:
+        parts.append(Text(f"load average (1, 5, 15 min) at start {load['start']}, "
+                          f"at end {load['end']}; {report.meta.get('machine', '')}"))  # fmt: skip
     if report.notes:
         parts.append(Text("notes:\n" + "\n".join(f"- {n}" for n in report.notes)))
     return Group(*parts)

@@ -58,14 +58,15 @@ def sample_timeout(s: Settings) -> float:
     return 180.0 + s.n / 20
 
 
-def _systems_for(plan: Plan, store: str) -> list[System]:
-    return [s for s in (load(name) for name in plan.systems) if store in s.stores]
+def _systems_for(plan: Plan, store: str, phase: str) -> list[System]:
+    systems = (load(name) for name in plan.systems)
+    return [s for s in systems if store in s.stores and phase not in getattr(s, "skips", ())]
 
 
 async def _phase(
     plan: Plan, phase: Phase, store: str, report: Report, say: Callable[[str], None]
 ) -> None:
-    systems = _systems_for(plan, store)
+    systems = _systems_for(plan, store, phase.key)
     failed: set[str] = set()
     for rep in range(plan.settings.reps):
         for system in systems:
@@ -104,7 +105,7 @@ async def run(plan: Plan, say: Callable[[str], None] = lambda _msg: None) -> Rep
             for store in stores:
                 await _phase(plan, phase, store, report, say)
     if "f" in plan.phases and "taskloom" in plan.systems:
-        for store in stores:
+        for store in ["memory", *stores]:
             for rep in range(plan.settings.reps):
                 say(f"f {store} rep {rep + 1}/{plan.settings.reps}: taskloom, asyncio")
                 try:

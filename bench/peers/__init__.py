@@ -20,6 +20,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "dramatiq": ("bench.peers.dramatiq", "dramatiq"),
     "procrastinate": ("bench.peers.procrastinate", "procrastinate"),
     "celery": ("bench.peers.celery", "celery"),
+    "redis-floor": ("bench.peers.redis_floor", "redis"),
 }
 
 PEERS = tuple(name for name in MODULES if name != "taskloom")

@@ -25,6 +25,8 @@ def store_url(target: Target) -> str:
         return f"{target.redis_url}?prefix=bench:"
     if target.store == "postgres":
         return f"{target.postgres_dsn}?schema={target.pg_schema}"
+    if target.store == "memory":
+        return "memory://"
     return f"sqlite:///{target.sqlite_path}"
 
 

@@ -21,7 +21,7 @@ from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
 from .retention import RetentionSweeper
 from .run import TaskRun, TaskState
-from .runner import Stop, attempt, unknown_task_record
+from .runner import Stop, unknown_task_record
 from .store.base import Beat, Lease
 
 log = logging.getLogger("taskloom.consumer")
@@ -151,7 +151,7 @@ class TaskConsumer:
                 new = unknown_task_record(run, self.manager.clock(), list(self.manager.tasks))
             else:
                 try:
-                    new = await attempt(self.manager, task, run, active.stop)
+                    new = await self.manager.lifecycle.attempt(task, run, active.stop)
                 except asyncio.CancelledError:
                     self.lost_leases += 1
                     return  # lease lost: another worker owns the run now

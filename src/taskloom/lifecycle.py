@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import CancelledRunError, InvalidParamsError
+from .executors.base import RunEnv
 from .options import checked_delay, checked_priority
+from .outcome import StoreOutcomes
 from .run import TaskPriority, TaskRun, TaskState, utcnow
-from .runner import attempt, decide
+from .runner import AttemptEnv, Stop, attempt, decide, run_env
 from .store.base import Lease, dt
 
 if TYPE_CHECKING:
@@ -30,6 +32,27 @@ class RunLifecycle:
 
     def __init__(self, manager: TaskManager) -> None:
         self.manager = manager
+        self._env: AttemptEnv | None = None
+
+    @property
+    def env(self) -> AttemptEnv:
+        """What `runner.attempt` gets from this manager: no more than that."""
+        m = self.manager
+        if self._env is None or self._env.store is not m.store:
+            self._env = AttemptEnv(
+                clock=m.clock, store=m.store, hooks=m.hooks, executor_for=m.executor_for,
+                slot_seconds=m.lease_seconds, outcomes=StoreOutcomes(m.store, m.store.url, m.clock),
+                dumps=m.serde_dumps, loads=m.serde_loads,
+            )  # fmt: skip
+        return self._env
+
+    def run_env(self, run: TaskRun) -> RunEnv:
+        """What an executor gets for an attempt of `run` (for callers that hand one on)."""
+        return run_env(self.env, run)
+
+    async def attempt(self, task: Task, run: TaskRun, stop: Stop | None = None) -> TaskRun:
+        """One attempt of a running run (see `runner.attempt`)."""
+        return await attempt(self.env, task, run, stop)
 
     # -- building -------------------------------------------------------------------------------
     def build(
@@ -152,7 +175,7 @@ class RunLifecycle:
             first = False
             await store.save(run)
             run._manager = manager
-            run = await attempt(manager, t, run)
+            run = await self.attempt(t, run)
             await store.save(run)
             if run.state is not TaskState.queued:
                 return run
@@ -178,7 +201,7 @@ class RunLifecycle:
         while True:
             run._manager = manager
             try:
-                run = await attempt(manager, task, run)
+                run = await self.attempt(task, run)
             except asyncio.CancelledError as exc:
                 reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
                 run = decide(task, run, CancelledRunError(reason), manager.clock())

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .run import TaskRun
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,20 @@ class Secret:
 def resolve_secrets(secrets: tuple[Secret, ...]) -> dict[str, str]:
     """Resolve every secret of a task, keyed by `Secret.key`."""
     return {s.key: s.resolve() for s in secrets}
+
+
+@contextmanager
+def bound_secrets(secrets: tuple[Secret, ...], run: TaskRun) -> Iterator[None]:
+    """Resolve `secrets` into `run.secrets` for the call, and drop them after.
+
+    Resolved as late as possible, in the process that runs the function, and kept only in a
+    private attribute of the live run: records, params and logs never carry them.
+    """
+    run._secrets = resolve_secrets(secrets) if secrets else {}
+    try:
+        yield
+    finally:
+        run._secrets = {}
 
 
 class K8sResourceRequirements(BaseModel):

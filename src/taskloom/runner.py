@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,12 +22,16 @@ from .errors import (
     TaskFailedError,
     TaskloomError,
 )
+from .executors.base import RunEnv
 from .interface import check_size, input_hash
 from .run import Attempt, TaskRun, TaskState
 from .store.base import dt
 
 if TYPE_CHECKING:
-    from .manager import TaskManager
+    from .executors.base import Executor
+    from .hooks import RunHooks
+    from .outcome import OutcomeChannel
+    from .store.base import CoordinationStore
     from .task import Task
 
 StopReason = Literal["abort", "drain", "lease_lost"]
@@ -40,6 +45,36 @@ class Stop:
     """Why the worker cancelled an attempt (set before cancelling it)."""
 
     reason: StopReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnv:
+    """What one attempt needs from around it (the manager builds it; see `RunLifecycle`).
+
+    `store` serves concurrency slots and the cache only; run records are the lifecycle's.
+    """
+
+    clock: Callable[[], float]
+    store: CoordinationStore
+    hooks: RunHooks
+    executor_for: Callable[[Task], Awaitable[Executor]]
+    slot_seconds: float
+    outcomes: OutcomeChannel
+    dumps: Callable[[Any], bytes]
+    loads: Callable[[bytes], Any]
+
+
+def _beat(run: TaskRun) -> None:
+    if run._on_progress is not None:
+        run._on_progress(run)
+
+
+def run_env(env: AttemptEnv, run: TaskRun) -> RunEnv:
+    """The executor's view of one attempt of `run`."""
+    return RunEnv(
+        heartbeat=lambda: _beat(run), cancelled=run.cancelled, outcomes=env.outcomes,
+        clock=env.clock,
+    )  # fmt: skip
 
 
 def cache_key(task: Task, params: dict[str, Any]) -> str | None:
@@ -122,20 +157,18 @@ def succeeded(run: TaskRun, result: Any, now: float) -> TaskRun:
     return run
 
 
-async def attempt(
-    manager: TaskManager, task: Task, run: TaskRun, stop: Stop | None = None
-) -> TaskRun:
+async def attempt(env: AttemptEnv, task: Task, run: TaskRun, stop: Stop | None = None) -> TaskRun:
     """Execute one attempt of `run` (state running) and return its next record.
 
     Raises only `asyncio.CancelledError` when the worker lost the lease (nothing to write).
     """
-    clock = manager.clock
+    clock = env.clock
     slot = f"task:{task.name}" if task.max_concurrency > 0 else None
     key = cache_key(task, run.params)
-    store = manager.store
+    store = env.store
     try:
         if slot is not None and not await store.acquire_slot(
-            slot, run.id, task.max_concurrency, manager.lease_seconds, clock()
+            slot, run.id, task.max_concurrency, env.slot_seconds, clock()
         ):
             raise RateLimitError(
                 f"max_concurrency={task.max_concurrency} of task {task.name!r} reached"
@@ -144,14 +177,14 @@ async def attempt(
             hit = await store.kv_get(key, clock())
             if hit is not None:
                 run.cache_hit = True
-                return succeeded(run, manager.serde_loads(hit), clock())
-        await manager.hooks.before_run(run)
+                return succeeded(run, env.loads(hit), clock())
+        await env.hooks.before_run(run)
         kwargs = run._inputs
         if kwargs is None:
             kwargs = task.interface.call_kwargs(task.interface.validate(run.params))
-        executor = await manager.executor_for(task)
+        executor = await env.executor_for(task)
         started = time.perf_counter()
-        value = await executor.execute(task, run, kwargs, task.timeout_seconds)
+        value = await executor.execute(task, run, kwargs, task.timeout_seconds, run_env(env, run))
         if stop is not None and stop.reason == "abort":
             # the task saw ctx.cancelled and returned: it stopped because it was asked to
             raise CancelledRunError("cancelled by request")
@@ -160,7 +193,7 @@ async def attempt(
         check_size(task.name, "output", data, task.max_inline_io_bytes)
         if key is not None and task.cache is not None:
             ttl = task.cache.ttl_seconds
-            await store.kv_set(key, manager.serde_dumps(data), ttl, clock())
+            await store.kv_set(key, env.dumps(data), ttl, clock())
         new = succeeded(run, data, clock())
     except asyncio.CancelledError as exc:
         reason = stop.reason if stop is not None else None
@@ -171,16 +204,16 @@ async def attempt(
         elif reason is None and not _cancelled_here():
             # the task raised CancelledError itself: a failure like any other
             new = decide(task, run, exc, clock())
-            await manager.hooks.on_error(new, exc)
+            await env.hooks.on_error(new, exc)
         else:
             raise
     except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the run fails, not the worker
         new = decide(task, run, exc, clock())
-        await manager.hooks.on_error(new, exc)
+        await env.hooks.on_error(new, exc)
     finally:
         if slot is not None:
             await store.release_slot(slot, run.id)
-    await manager.hooks.after_run(new, new.failure if new.state.is_failure else None)
+    await env.hooks.after_run(new, new.failure if new.state.is_failure else None)
     return new
 
 

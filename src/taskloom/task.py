@@ -16,7 +16,17 @@ from pydantic import BaseModel
 
 from .errors import ConfigError
 from .interface import Interface, check_size
-from .policies import Cache, CacheSpec, K8sConfig, Resources, RetryPolicy, Secret, Trigger, to_cache
+from .policies import (
+    Cache,
+    CacheSpec,
+    K8sConfig,
+    Resources,
+    RetryPolicy,
+    Secret,
+    Trigger,
+    bound_secrets,
+    to_cache,
+)
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule
 from .template import Documentation, TemplateHooks
@@ -221,9 +231,7 @@ class Task(TemplateHooks):
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
         call_kwargs = self.interface.call_kwargs(model)
-        from .executors.base import bound_secrets
-
-        with bound_secrets(self, run):
+        with bound_secrets(self.secrets, run):
             if self.is_async:
                 value = await self.invoke(run, call_kwargs)
             else:
@@ -234,9 +242,7 @@ class Task(TemplateHooks):
         """Synchronous twin of `forward` for sync functions."""
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
-        from .executors.base import bound_secrets
-
-        with bound_secrets(self, run):
+        with bound_secrets(self.secrets, run):
             value = self.invoke_sync(run, self.interface.call_kwargs(model))
         return self._roundtrip(value)
 

@@ -36,7 +36,8 @@ from taskloom.k8s.client import (
     KubernetesConflictError,
     KubernetesNotFoundError,
 )
-from taskloom.k8s.exec_run import exec_run, outcome_key
+from taskloom.k8s.exec_run import exec_run
+from taskloom.outcome import outcome_key
 
 from .fake_k8s import Behaviour, FakeKubernetes, fail, hang, kubelet, run_in_process
 
@@ -80,6 +81,12 @@ def quitter(ctx: TaskRun) -> None:
     ctx.abort("not today")
 
 
+@task(cpu_bound=True, k8s_config=FAST, retry=2)
+def misconfigured() -> None:
+    """Finds its configuration wrong inside the pod: retrying cannot help."""
+    raise ConfigError("MODEL_PATH is not set in the Job")
+
+
 @task(cpu_bound=True, k8s_config=FAST)
 def sleepy() -> None:
     """Its Job never ends (scripted)."""
@@ -119,7 +126,7 @@ def in_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 async def manager(client: K8sClient, in_cluster: None) -> AsyncIterator[TaskManager]:
-    mgr = TaskManager("memory://", tasks=[crunch, explode, flaky, quitter, sleepy])
+    mgr = TaskManager("memory://", tasks=[crunch, explode, flaky, quitter, misconfigured, sleepy])
     mgr.set_executor("kubernetes", KubernetesExecutor(client))
     async with mgr:
         yield mgr
@@ -274,6 +281,18 @@ async def test_abort_inside_the_pod_aborts_the_run(
     assert run.error is not None and "not today" in str(run.error)
 
 
+async def test_config_error_inside_the_pod_is_not_retried(
+    manager: TaskManager, fake: FakeKubernetes, cluster_of: Any
+) -> None:
+    """The Job's outcome goes through the codec the process pool uses, so a ConfigError
+    keeps its meaning (fail now) instead of turning into a retryable failure."""
+    await cluster_of(run_in_process(manager), run_in_process(manager), run_in_process(manager))
+    run = await manager.execute("misconfigured")
+    assert run.state is TaskState.failure
+    assert run.error is not None and "MODEL_PATH" in run.error["message"]
+    assert len(run.attempts) == 1 and len(fake.posted_jobs()) == 1
+
+
 async def test_missing_container_names_the_ones_that_exist(
     manager: TaskManager, fake: FakeKubernetes
 ) -> None:
@@ -291,9 +310,9 @@ async def test_missing_container_raises_config_error_from_execute(
 ) -> None:
     fake.deployments[(NS, "taskloom-worker")] = deployment(["sidecar"])
     run = manager.new_run("crunch", {"n": 1})
-    run._manager = manager
+    env = manager.lifecycle.run_env(run)
     with pytest.raises(ConfigError, match="sidecar"):
-        await KubernetesExecutor(client).execute(crunch, run, {"n": 1}, None)
+        await KubernetesExecutor(client).execute(crunch, run, {"n": 1}, None, env)
 
 
 async def test_restarted_consumer_adopts_the_job_of_its_attempt(

@@ -49,7 +49,7 @@ async def test_every_phase_on_sqlite(tmp_path: Path) -> None:
     path = report.write(tmp_path / "results" / "smoke.json")
     data = json.loads(path.read_text())
     assert len(data["measurements"]) == len(report.measurements)
-    assert {row["store"] for row in data["measurements"]} == {"sqlite"}
+    assert {row["store"] for row in data["measurements"]} == {"sqlite", "memory"}
     assert all(row["samples"] for row in data["measurements"])
 
 

@@ -23,6 +23,7 @@ from taskloom import (
 from taskloom.dag import DAG, InjectedFaultError, Node, NodeContext
 from taskloom.dag.graph import topological_order
 from taskloom.dag.speculation import SpeculationPolicy
+from taskloom.executors.base import RunEnv
 from taskloom.executors.inline import InlineExecutor
 from taskloom.store import Store
 from taskloom.task import Task
@@ -509,10 +510,15 @@ async def test_the_executor_sees_the_node_limits() -> None:
 
     class Recording(InlineExecutor):
         async def execute(
-            self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+            self,
+            task: Task,
+            run: TaskRun,
+            kwargs: dict[str, Any],
+            timeout: float | None,
+            env: RunEnv,
         ) -> Any:
             seen.append(task.resources)
-            return await super().execute(task, run, kwargs, timeout)
+            return await super().execute(task, run, kwargs, timeout, env)
 
     async with manager(executors={"inline": Recording()}) as m:
         await DAG([Node(source, cpu_limit="500m", memory_limit="1Gi")]).run(m)

@@ -5,7 +5,24 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from taskloom import Cache, RunHooks, TaskManager, TaskRun, TaskScheduler, every, task
+import pytest
+
+from taskloom import (
+    Cache,
+    CancelledRunError,
+    ConfigError,
+    RateLimitError,
+    Retry,
+    RunHooks,
+    TaskFailedError,
+    TaskManager,
+    TaskRun,
+    TaskScheduler,
+    every,
+    outcome,
+    serde,
+    task,
+)
 from taskloom.dag import DAG, Node
 from taskloom.pipeline import InProcessTask, MemoryRepository, Pipeline, Repository
 from taskloom.testing import FakeClock, run_burst
@@ -103,3 +120,25 @@ async def test_before_queue_runs_on_every_path() -> None:
         async with Pipeline([stage], manager=m) as pipeline:
             await pipeline.update()
         assert seen.before["pipeline.stage"] == 1 and seen.queued["pipeline.stage"] == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        CancelledRunError("stop"),
+        RateLimitError("busy"),
+        Retry(after=2.5),
+        ConfigError("MODEL_PATH unset"),
+        ValueError("bad"),
+    ],
+)
+def test_one_outcome_codec_keeps_the_error_kind(exc: Exception) -> None:
+    """What a pool child, a Ray worker or a Job reports comes back as the same kind of error."""
+    wire = serde.loads(serde.dumps(outcome.failure(exc, "r1")))
+    with pytest.raises(Exception) as raised:
+        outcome.value_of(node_a, wire)
+    expected = TaskFailedError if isinstance(exc, ValueError) else type(exc)
+    assert type(raised.value) is expected
+    if isinstance(exc, Retry):
+        assert isinstance(raised.value, Retry) and raised.value.after == 2.5
+    assert outcome.value_of(node_a, outcome.success(3)) == 3

@@ -206,8 +206,9 @@ async def test_cancelling_the_caller_kills_the_child(
 ) -> None:
     started = asyncio.Event()
     run = TaskRun(task="blocker")
+    env = manager.lifecycle.run_env(run)
     run._on_progress = lambda _run: started.set()
-    running = asyncio.create_task(pool.execute(pt.blocker, run, {}, None))
+    running = asyncio.create_task(pool.execute(pt.blocker, run, {}, None, env))
     await asyncio.wait_for(started.wait(), 30)
     busy = set(pool.pids)
     running.cancel()

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import TaskFailedError, TaskTimeoutError
-from ..policies import resolve_secrets
 
 if TYPE_CHECKING:
+    from ..outcome import OutcomeChannel
     from ..run import TaskRun
     from ..task import Task
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnv:
+    """All an executor may use around one attempt: never the store, never the manager.
+
+    `heartbeat()` says the run is alive (and its `progress` changed) so the lease holder beats
+    now; `cancelled` is set when the run was asked to stop; `outcomes` is where an attempt run
+    out of process (a Kubernetes Job) leaves its outcome; `clock` gives Unix seconds.
+    """
+
+    heartbeat: Callable[[], None]
+    cancelled: asyncio.Event
+    outcomes: OutcomeChannel
+    clock: Callable[[], float]
 
 
 class Executor(Protocol):
@@ -36,7 +51,7 @@ class Executor(Protocol):
         ...
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run one attempt and return the function's value."""
         ...
@@ -76,17 +91,3 @@ def contained_sync(fn: Callable[[], T], run_id: str | None) -> T:
         raise
     except BaseException as exc:
         raise TaskFailedError.from_exception(exc, run_id) from None
-
-
-@contextmanager
-def bound_secrets(task: Task, run: TaskRun) -> Iterator[None]:
-    """Resolve the task's secrets into `run.secrets` for the call, and drop them after.
-
-    Resolved as late as possible, in the process that runs the function, and kept only in a
-    private attribute of the live run: records, params and logs never carry them.
-    """
-    run._secrets = resolve_secrets(task.secrets) if task.secrets else {}
-    try:
-        yield
-    finally:
-        run._secrets = {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..policies import bound_secrets
 from ..run import TaskRun
 from ..task import Task
-from .base import bound_secrets, contained, with_timeout
+from .base import RunEnv, contained, with_timeout
 
 
 async def _call(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Any:
-    with bound_secrets(task, run):
+    with bound_secrets(task.secrets, run):
         return await task.invoke(run, kwargs)
 
 
@@ -26,7 +27,7 @@ class InlineExecutor:
         """Nothing to stop."""
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Await the task's function here."""
         call = _call(task, run, kwargs) if task.secrets else task.invoke(run, kwargs)

@@ -1,9 +1,10 @@
 """Runs cpu_bound tasks as Kubernetes Jobs (chosen automatically inside a cluster).
 
 One Job per attempt, named from the run id and the attempt, its container copied from the
-worker Deployment and running `taskloom exec-run <run id>`. The pod writes the attempt's
-outcome to the store (`k8s.exec_run`); this executor polls the Job every `K8sConfig.sleep`
-seconds, then reads that outcome. On timeout, cancel or any error while waiting the Job is
+worker Deployment and running `taskloom exec-run <run id>`. The pod leaves the attempt's
+outcome in the run's outcome channel (`k8s.exec_run`, the shared `outcome` codec); this
+executor polls the Job every `K8sConfig.sleep` seconds, then takes that outcome from its
+`RunEnv`. On timeout, cancel or any error while waiting the Job is
 deleted, so no pod outlives the attempt that launched it.
 """
 
@@ -13,28 +14,19 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .. import serde
-from ..errors import (
-    CancelledRunError,
-    ConfigError,
-    RateLimitError,
-    Retry,
-    TaskFailedError,
-    TaskTimeoutError,
-)
+from ..errors import ConfigError, TaskFailedError, TaskTimeoutError
 from ..k8s.client import (
     K8sClient,
     KubernetesApiError,
     KubernetesConflictError,
     KubernetesNotFoundError,
 )
-from ..k8s.exec_run import outcome_key
 from ..k8s.manifests import LABEL_RUN, job_manifest
+from ..outcome import value_of
 from ..policies import K8sConfig
-from .base import with_timeout
+from .base import RunEnv, with_timeout
 
 if TYPE_CHECKING:
-    from ..manager import TaskManager
     from ..run import TaskRun
     from ..task import Task
 
@@ -55,19 +47,6 @@ def job_state(job: Body) -> str | None:
     if status.get("failed") or conditions.get("Failed", {}).get("status") == "True":
         return "failed"
     return None
-
-
-def raise_outcome_error(outcome: Body, run_id: str) -> None:
-    """Raise what the pod's attempt raised: its control signal, else a `TaskFailedError`."""
-    failure = TaskFailedError.from_dict({"run_id": run_id, **(outcome.get("error") or {})})
-    signal = outcome.get("signal")
-    if signal == "abort":
-        raise CancelledRunError(failure.message) from failure
-    if signal == "rate_limit":
-        raise RateLimitError(failure.message) from failure
-    if signal == "retry":
-        raise Retry(after=float(outcome.get("after") or 0.0), reason=failure.message) from failure
-    raise failure
 
 
 def pod_reason(job: Body, pod: Body | None, container: str) -> tuple[str, str]:
@@ -134,10 +113,9 @@ class KubernetesExecutor:
             self._client = None
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run one attempt as a Job; return the result the pod stored, or raise its error."""
-        manager = run.manager
         if task.interface.secret_fields:
             fields = ", ".join(sorted(task.interface.secret_fields))
             raise ConfigError(
@@ -167,7 +145,7 @@ class KubernetesExecutor:
         except BaseException:
             await self._delete(cfg.namespace, name)
             raise
-        return await self._outcome(manager, task, run, job, cfg, attempt)
+        return await self._outcome(env, task, run, job, cfg, attempt)
 
     # -- steps ------------------------------------------------------------------------------------
     async def _launch_and_wait(self, manifest: Body, run_id: str, cfg: K8sConfig) -> Body:
@@ -207,21 +185,15 @@ class KubernetesExecutor:
             await asyncio.sleep(cfg.sleep)
 
     async def _outcome(
-        self, manager: TaskManager, task: Task, run: TaskRun, job: Body, cfg: K8sConfig,
-        attempt: int,
-    ) -> Any:  # fmt: skip
-        key = outcome_key(run.id, attempt)
-        raw = await manager.store.kv_get(key, manager.clock())
+        self, env: RunEnv, task: Task, run: TaskRun, job: Body, cfg: K8sConfig, attempt: int
+    ) -> Any:
+        outcome = await env.outcomes.take(run.id, attempt)
         name = job["metadata"]["name"]
-        if raw is not None:
-            await manager.store.kv_delete(key)
-            outcome = serde.loads(raw)
-            if outcome.get("ok"):
-                return task.interface.decode_result(outcome.get("result"))
-            raise_outcome_error(outcome, run.id)
+        if outcome is not None:
+            return value_of(task, outcome, run.id)
         if job_state(job) == "succeeded":
             raise TaskFailedError(
-                f"Job {name} succeeded but left no outcome in store {manager.store.url}; the "
+                f"Job {name} succeeded but left no outcome in {env.outcomes.where}; the "
                 "Job and the worker must share one store (TASKLOOM_STORE)",
                 run_id=run.id, type_name="MissingOutcome",
             )  # fmt: skip

@@ -25,11 +25,12 @@ from typing import Any
 
 from .. import serde
 from ..errors import ConfigError, TaskFailedError
+from ..outcome import value_of
 from ..run import TaskRun
 from ..task import Task
 from ._child import child_main
-from .base import with_timeout
-from .remote import Reply, Request, build_request, reply_value, task_address
+from .base import RunEnv, with_timeout
+from .remote import Reply, Request, build_request, task_address
 
 START_METHODS = ("spawn", "forkserver")
 
@@ -200,7 +201,7 @@ class ProcessExecutor:
 
     # -- one run --------------------------------------------------------------------------------
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run one attempt in a pool child; kill the child on timeout or cancel."""
         request = build_request(task, run, kwargs)
@@ -212,7 +213,7 @@ class ProcessExecutor:
         async with self._slots:
             child = await self._checkout(task, run)
             try:
-                reply = await with_timeout(self._call(child, request, run), timeout, task.name)
+                reply = await with_timeout(self._call(child, request, run, env), timeout, task.name)
             except _Gone:
                 await self._discard(child, replace=True)
                 raise ProcessDiedError(
@@ -224,7 +225,7 @@ class ProcessExecutor:
                 await self._discard(child, replace=True)
                 raise
             self._checkin(child)
-        return reply_value(task, reply)
+        return value_of(task, reply)
 
     async def _checkout(self, task: Task, run: TaskRun) -> _Child:
         """An idle, booted child (spawned if none is idle)."""
@@ -259,7 +260,7 @@ class ProcessExecutor:
         child.ready = True
         return child
 
-    async def _call(self, child: _Child, request: Request, run: TaskRun) -> Reply:
+    async def _call(self, child: _Child, request: Request, run: TaskRun, env: RunEnv) -> Reply:
         data = serde.dumps(request)
         try:
             if len(data) > _INLINE_SEND_BYTES:
@@ -275,8 +276,7 @@ class ProcessExecutor:
             if message.get("run_id") != run.id:
                 continue  # a thread of the previous run reporting after it returned
             run.progress, run.progress_note = message.get("progress"), message.get("note")
-            if run._on_progress is not None:
-                run._on_progress(run)
+            env.heartbeat()
 
     async def _recv(self, child: _Child) -> dict[str, Any]:
         """The child's next message; raises _Gone if it died first."""

@@ -19,14 +19,14 @@ from typing import Any
 
 from .. import serde
 from ..errors import ConfigError, TaskFailedError, TaskTimeoutError, missing_extra
+from ..outcome import value_of
 from ..run import TaskRun
 from ..task import Task, make_task
-from .base import with_timeout
+from .base import RunEnv, with_timeout
 from .remote import (
     build_request,
     importable_address,
     locate,
-    reply_value,
     run_request,
 )
 
@@ -163,7 +163,7 @@ class RayExecutor:
         self._ray, self._remote, self._owns_ray = None, None, False
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Submit the attempt and await its ObjectRef; timeout or cancel force-cancels it."""
         await self.start()
@@ -177,7 +177,7 @@ class RayExecutor:
             raise
         except ray.exceptions.RayError as exc:
             raise _ray_failure(exc, run.id) from None
-        return reply_value(task, serde.loads(data))
+        return value_of(task, serde.loads(data))
 
 
 def run_on_ray(task: Task, *args: Any, **kwargs: Any) -> Any:
@@ -201,4 +201,4 @@ def run_on_ray(task: Task, *args: Any, **kwargs: Any) -> Any:
         ) from None
     except ray.exceptions.RayError as exc:
         raise _ray_failure(exc, run.id) from None
-    return reply_value(task, serde.loads(data))
+    return value_of(task, serde.loads(data))

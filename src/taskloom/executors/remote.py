@@ -14,13 +14,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ..errors import (
-    CancelledRunError,
-    ConfigError,
-    RateLimitError,
-    Retry,
-    TaskFailedError,
-)
+from .. import outcome
+from ..errors import ConfigError
 from ..policies import Secret, resolve_secrets
 from ..run import TaskRun
 from ..task import Task
@@ -82,30 +77,9 @@ def build_request(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Request:
     }
 
 
-def _control(exc: BaseException) -> str | None:
-    """Which taskloom control-flow error this is, so the parent can raise the same kind."""
-    if isinstance(exc, CancelledRunError):
-        return "abort"
-    if isinstance(exc, RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, Retry):
-        return "retry"
-    if isinstance(exc, ConfigError):  # a missing secret or module: retrying will not help
-        return "config"
-    return None
-
-
 def error_reply(exc: BaseException, run_id: str | None) -> Reply:
-    """A failure as data: type name, message, traceback text, cause chain, control kind."""
-    reply: Reply = {
-        "kind": "result",
-        "ok": False,
-        "error": TaskFailedError.from_exception(exc, run_id).to_dict(),
-        "control": _control(exc),
-    }
-    if isinstance(exc, Retry):
-        reply["after"] = exc.after
-    return reply
+    """A failure as a reply message (the shared outcome codec's form)."""
+    return {"kind": "result", **outcome.failure(exc, run_id)}
 
 
 def run_request(
@@ -134,29 +108,6 @@ def run_request(
                 value = task.invoke_sync(run, kwargs)
             finally:
                 run._secrets = {}
-        return {"kind": "result", "ok": True, "result": task.interface.encode_result(value)}
+        return {"kind": "result", **outcome.success(task.interface.encode_result(value))}
     except BaseException as exc:  # every failure of the task becomes data
         return error_reply(exc, run_id)
-
-
-def reply_value(task: Task, reply: Reply) -> Any:
-    """The typed result of a successful reply; otherwise raise the failure it carries.
-
-    Control-flow errors (abort, rate limit, `Retry`, `ConfigError`) come back as their own
-    classes so the runner's policy treats them as it would in-process; the remote failure is
-    their cause.
-    Anything else is a `TaskFailedError` keeping the original type name and traceback.
-    """
-    if reply.get("ok"):
-        return task.interface.decode_result(reply.get("result"))
-    failure = TaskFailedError.from_dict(reply.get("error") or {})
-    control = reply.get("control")
-    if control == "abort":
-        raise CancelledRunError(failure.message) from failure
-    if control == "rate_limit":
-        raise RateLimitError(failure.message) from failure
-    if control == "retry":
-        raise Retry(after=float(reply.get("after") or 0.0), reason=failure.message) from failure
-    if control == "config":
-        raise ConfigError(failure.message) from failure
-    raise failure

@@ -13,9 +13,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..policies import bound_secrets
 from ..run import TaskRun
 from ..task import Task
-from .base import bound_secrets, contained_sync, with_timeout
+from .base import RunEnv, contained_sync, with_timeout
 
 
 class ThreadExecutor:
@@ -45,14 +46,14 @@ class ThreadExecutor:
         with self._lock:
             self._running += 1
         try:
-            with bound_secrets(task, run):
+            with bound_secrets(task.secrets, run):
                 return contained_sync(lambda: task.invoke_sync(run, kwargs), run.id)
         finally:
             with self._lock:
                 self._running -= 1
 
     async def execute(
-        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None
+        self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run the function on a pool thread, with the run as its current run."""
         await self.start()

@@ -1,8 +1,9 @@
 """What `taskloom exec-run <run id>` does inside a Kubernetes Job: run one attempt, store it.
 
 The consumer that launched the Job holds the run's lease, so the pod never finishes the run:
-it writes the attempt's outcome (the encoded result, or the error as data) to the store's
-key/value space under `outcome_key(run id, attempt)`, where the waiting executor reads it.
+it leaves the attempt's outcome (the shared `outcome` codec: the encoded result, or the error
+as data) in the store's key/value space under `outcome_key(run id, attempt)`, where the waiting
+executor takes it.
 """
 
 from __future__ import annotations
@@ -13,15 +14,10 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from .. import serde
-from ..errors import (
-    CancelledRunError,
-    RateLimitError,
-    Retry,
-    RunNotFoundError,
-    TaskFailedError,
-)
+from .. import outcome
+from ..errors import RunNotFoundError
 from ..interface import check_size
+from ..outcome import StoreOutcomes
 from ..policies import K8sConfig
 
 if TYPE_CHECKING:
@@ -32,22 +28,6 @@ if TYPE_CHECKING:
 # The outcome outlives the Job by this much, so a consumer that adopts a finished Job after a
 # restart (same run, same attempt) still finds it.
 OUTCOME_MARGIN_SECONDS = 3600.0
-
-
-def outcome_key(run_id: str, attempt: int) -> str:
-    """The store kv key holding the outcome of one attempt run in a Job."""
-    return f"k8s-outcome:{run_id}:{attempt}"
-
-
-def signal_of(exc: BaseException) -> dict[str, Any]:
-    """The taskloom control-flow meaning of an error, which a `TaskFailedError` would lose."""
-    if isinstance(exc, CancelledRunError):
-        return {"signal": "abort"}
-    if isinstance(exc, RateLimitError):
-        return {"signal": "rate_limit"}
-    if isinstance(exc, Retry):
-        return {"signal": "retry", "after": exc.after}
-    return {}
 
 
 def _secrets(task: Task) -> dict[str, str]:
@@ -95,16 +75,13 @@ async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = N
     try:
         task = manager.get_task(run.task)
         config = task.get_k8s_config()
-        outcome: dict[str, Any] = {"ok": True, "result": await _call(manager, task, run)}
+        result = outcome.success(await _call(manager, task, run))
         code = 0
     except Exception as exc:
         # The traceback also goes to the pod log, the only trace left if the store write fails.
         traceback.print_exc()
-        failure = TaskFailedError.from_exception(exc, run.id)
-        outcome = {"ok": False, "error": failure.to_dict(), **signal_of(exc)}
+        result = outcome.failure(exc, run.id)
         code = 1
-    ttl = config.job_ttl + OUTCOME_MARGIN_SECONDS
-    await manager.store.kv_set(
-        outcome_key(run.id, attempt), serde.dumps(outcome), ttl, manager.clock()
-    )
+    channel = StoreOutcomes(manager.store, manager.store.url, manager.clock)
+    await channel.put(run.id, attempt, result, config.job_ttl + OUTCOME_MARGIN_SECONDS)
     return code

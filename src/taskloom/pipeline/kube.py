@@ -522,10 +522,11 @@ class KubeFunctionTask(_WithBody):
             await self.func(job, **link_kwargs(self, self.func))
             return None
         task = self.job_task
-        executor = await run.manager.executor_for(task)
+        manager = run.manager
+        executor = await manager.executor_for(task)
         # No timeout here: the job's run has the task's timeout, and cancelling this await
         # makes the executor delete the Job.
-        await executor.execute(task, run, {"job": job}, None)
+        await executor.execute(task, run, {"job": job}, None, manager.lifecycle.run_env(run))
         config = task.k8s_config or K8sConfig()
         return {"k8s_job": job_name(task.name, run.id, run.retry_attempt),
                 "namespace": config.namespace}  # fmt: skip
