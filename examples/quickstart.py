@@ -19,7 +19,7 @@ async def hello(ctx: TaskRun) -> None:
     retry=RetryPolicy(max_attempts=5, wait=1.0, backoff=2.0, max_wait=60),
     timeout_seconds=30,
     max_concurrency=2,
-    schedule=every(timedelta(minutes=5)),
+    schedule=every(timedelta(minutes=5), params={"n": 10}),
 )
 def crunch(n: int, scale: float = 1.0) -> float:
     """Crunch numbers."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .manager import TaskManager
+from .store import open_store
 
 
 def load_object(spec: str) -> Any:
@@ -30,8 +31,11 @@ def load_object(spec: str) -> Any:
     return obj
 
 
-def load_manager(spec: str | None) -> TaskManager:
-    """The manager named by `spec` or TASKLOOM_APP; a callable is called to build it."""
+def load_manager(spec: str | None, store: str | None = None) -> TaskManager:
+    """The manager named by `spec` or TASKLOOM_APP; a callable is called to build it.
+
+    `store` (the CLI's --store / TASKLOOM_STORE) replaces the URL the app chose.
+    """
     spec = spec or os.environ.get("TASKLOOM_APP")
     if not spec:
         raise ConfigError("no app: pass --app module:manager or set TASKLOOM_APP")
@@ -41,4 +45,8 @@ def load_manager(spec: str | None) -> TaskManager:
     manager = getattr(obj, "manager", obj)
     if not isinstance(manager, TaskManager):
         raise ConfigError(f"{spec!r} is a {type(obj).__name__}, not a TaskManager")
+    if store and store != getattr(manager.store, "url", None):
+        if manager.connected:
+            raise ConfigError(f"{spec!r} is connected already; its store cannot be replaced")
+        manager.store = open_store(store)
     return manager

@@ -120,6 +120,7 @@ class TaskConsumer:
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            await self._leave()
             self._running = False
             self._done.set()
 
@@ -210,6 +211,13 @@ class TaskConsumer:
             self.worker_id, info, self.lease_seconds, self.manager.clock()
         )
 
+    async def _leave(self) -> None:
+        """A clean exit: take this worker off the live list at once, not when its beat expires."""
+        try:
+            await self.manager.store.worker_leave(self.worker_id)
+        except Exception:
+            log.warning("could not remove worker %s from the store", self.worker_id, exc_info=True)
+
     async def _next_beat(self) -> None:
         beat = asyncio.create_task(self._beat_now.wait())
         cancel = asyncio.create_task(self._cancel_topic.wait())
@@ -271,9 +279,26 @@ class TaskConsumer:
                 loop.add_signal_handler(sig, self._signal_stop)
 
     def _signal_stop(self) -> None:
-        log.info("signal received: draining (grace %.0fs)", self.grace_seconds)
+        if self._stopping.is_set():
+            self.interrupt()
+            return
+        log.info(
+            "signal received: draining (grace %.0fs); signal again to stop at once",
+            self.grace_seconds,
+        )
         self._stopping.set()
         self._wake.set()
+
+    def interrupt(self) -> None:
+        """Cold shutdown: stop claiming and interrupt every run now; each is requeued."""
+        log.warning("stopping at once: interrupting %d run(s), requeued", len(self._active))
+        self._stopping.set()
+        self._wake.set()
+        for active in list(self._active.values()):
+            if not active.task.done() and active.stop.reason is None:
+                # no ctx.cancelled: a task that saw it could return and end as a success
+                active.stop.reason = "drain"
+                active.task.cancel()
 
     async def __aenter__(self) -> TaskConsumer:
         self._bg = asyncio.create_task(self.run())

@@ -24,6 +24,7 @@ from .lifecycle import RunLifecycle
 from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
 from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
+from .runlog import RunLogCapture, log_sources, read_run_logs
 from .store import RunQuery, Store, open_store
 from .task import Task, make_task
 
@@ -96,6 +97,8 @@ class TaskManager:
         # finished runs older than this are purged by workers; None or 0 keeps them forever
         self.retention = retention
         self.hooks = HookSet(hooks)
+        self._run_logs = RunLogCapture(self)
+        self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
         self._factories = _executor_factories()
@@ -114,6 +117,8 @@ class TaskManager:
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
         self._tasks[task.name] = task
+        if self._connected:
+            self._run_logs.attach(log_sources([task]))
         return task
 
     def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
@@ -150,6 +155,7 @@ class TaskManager:
         async with self._connect_lock:
             if not self._connected:
                 await self.store.connect()
+                self._run_logs.attach(log_sources(self._tasks.values()))
                 self.loop = asyncio.get_running_loop()
                 self._connected = True
         return self
@@ -157,6 +163,7 @@ class TaskManager:
     async def close(self) -> None:
         """Stop executors and close the store."""
         self.loop = None
+        self._run_logs.detach()
         for ex in self._executors.values():
             await ex.stop()
         self._executors.clear()
@@ -292,6 +299,14 @@ class TaskManager:
         if run is None:
             raise RunNotFoundError(run_id)
         return run
+
+    async def run_logs(self, run_id: str) -> list[dict[str, str]]:
+        """What the run logged (`ts`, `level`, `logger`, `message`), oldest first.
+
+        Raises RunNotFoundError for an unknown run.
+        """
+        await self.get_run(run_id)
+        return await read_run_logs(self, run_id)
 
     async def runs(
         self,

@@ -151,16 +151,24 @@ def parse_cpu(value: str | int | float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one run needs: cpu cores, memory, gpus (Kubernetes-style quantities)."""
+    """What one run needs: cpu cores, memory, gpus (Kubernetes-style quantities), and
+    `custom` amounts of named resources (Ray custom resources, e.g. `{"ssd": 1}`)."""
 
     cpu: str | int | float | None = None
     memory: str | int | None = None
     gpu: int | float | None = None
     disk: str | None = None
+    custom: Mapping[str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         parse_cpu(self.cpu)
         parse_memory(self.memory)
+        for name, amount in (self.custom or {}).items():
+            if not name or not isinstance(amount, int | float) or amount <= 0:
+                raise ConfigError(
+                    f"custom resource {name!r}: the amount must be a positive number, "
+                    f"got {amount!r}"
+                )
 
     @property
     def cpu_cores(self) -> float | None:

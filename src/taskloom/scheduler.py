@@ -29,7 +29,15 @@ from typing import Any
 from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .manager import TaskManager
 from .run import TaskRun
-from .schedules import CatchUp, FirePlan, Schedule, as_schedule, plan_fire, randomize_seconds
+from .schedules import (
+    CatchUp,
+    FirePlan,
+    Schedule,
+    as_schedule,
+    plan_fire,
+    randomize_seconds,
+    schedule_params,
+)
 from .store.base import Store, dt
 from .task import Task
 
@@ -55,10 +63,11 @@ class ScheduleEntry:
         return f"{self.key}@{fire.astimezone(UTC).isoformat()}"
 
     def run_id(self, fire: datetime) -> str:
-        """A run id shaped like `new_run_id()` (ms clock + 80 bits) but fixed per tick."""
-        millis = (fire - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        """A run id on `new_run_id()`'s 100 ns clock (so listings stay chronological) at the
+        fire time, plus a hash of the tick: the same for every scheduler."""
+        ticks = (fire - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 10
         digest = hashlib.sha256(self.dedup_key(fire).encode()).hexdigest()
-        return f"{millis:012x}{digest[:20]}"
+        return f"{ticks:014x}{digest[:18]}"
 
 
 def schedule_entries(tasks: Mapping[str, Task]) -> list[ScheduleEntry]:
@@ -66,7 +75,8 @@ def schedule_entries(tasks: Mapping[str, Task]) -> list[ScheduleEntry]:
     out: list[ScheduleEntry] = []
     for task in tasks.values():
         if task.schedule is not None:
-            out.append(ScheduleEntry(task.name, task, as_schedule(task.schedule), {}))
+            sched = as_schedule(task.schedule)
+            out.append(ScheduleEntry(task.name, task, sched, schedule_params(sched)))
         for trig in task.triggers:
             try:
                 sched = as_schedule(trig.schedule)

@@ -7,10 +7,10 @@ leader lock and the loop.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ScheduleError
@@ -52,6 +52,7 @@ class Every:
     """Fires at the multiples of `interval` since the Unix epoch, so every scheduler agrees."""
 
     interval: timedelta
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def _step(self) -> int:
@@ -84,6 +85,7 @@ class CronTab:
 
     expression: str
     tz: str = "UTC"
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,18 +150,25 @@ class CronTab:
         return f"cron {self.expression!r} ({self.tz})"
 
 
-def every(interval: timedelta | float | int) -> Every:
-    """A schedule firing every `interval` (a timedelta or seconds)."""
+def every(interval: timedelta | float | int, *, params: Mapping[str, Any] | None = None) -> Every:
+    """A schedule firing every `interval` (a timedelta or seconds) with these task inputs."""
     if not isinstance(interval, timedelta):
         interval = timedelta(seconds=float(interval))
     if interval < _MICRO:
         raise ScheduleError(f"every() needs a positive interval, got {interval}")
-    return Every(interval)
+    return Every(interval, dict(params or {}))
 
 
-def crontab(expression: str, tz: str | None = None) -> CronTab:
-    """A schedule from a cron expression; `tz` defaults to UTC."""
-    return CronTab(expression, tz or "UTC")
+def crontab(
+    expression: str, tz: str | None = None, *, params: Mapping[str, Any] | None = None
+) -> CronTab:
+    """A schedule from a cron expression (`tz` defaults to UTC) with these task inputs."""
+    return CronTab(expression, tz or "UTC", dict(params or {}))
+
+
+def schedule_params(schedule: object) -> dict[str, Any]:
+    """The task inputs a schedule queues its runs with (none for a bare schedule)."""
+    return dict(getattr(schedule, "params", None) or {})
 
 
 def as_schedule(value: object) -> Schedule:

@@ -14,7 +14,7 @@ from typing import Any, overload
 
 from pydantic import BaseModel
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .interface import Interface, check_size
 from .policies import (
     Cache,
@@ -28,7 +28,7 @@ from .policies import (
     to_cache,
 )
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
-from .schedules import RandomizeType, Schedule, as_schedule
+from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 from .template import Documentation, TemplateHooks
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
@@ -90,6 +90,8 @@ class Task(TemplateHooks):
     def __post_init__(self) -> None:
         if not self.short_name:
             object.__setattr__(self, "short_name", self.name)
+        if self.schedule is not None:
+            _check_schedule_params(self)
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], **opts: Any) -> Task:
@@ -391,6 +393,19 @@ def _docs_fields(docs: Any) -> dict[str, str]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Task)}
+
+
+def _check_schedule_params(task: Task) -> None:
+    """A schedule must be able to queue its runs: every required input needs a value."""
+    params = schedule_params(task.schedule)
+    try:
+        task.interface.validate(params)
+    except InvalidParamsError as exc:
+        raise ScheduleError(
+            f"task {task.name!r} has schedule {task.schedule} but its runs could not be "
+            f"queued ({exc}): give the inputs on the schedule, e.g. "
+            "every(timedelta(minutes=5), params={...})"
+        ) from None
 
 
 def make_task(fn: Callable[..., Any], *, task_class: type[Task] = Task, **opts: Any) -> Task:

@@ -304,6 +304,14 @@ async def test_workers_seen_by_beats(store: Store) -> None:
     assert [(w.worker, w.info) for w in live] == [("w2", {"pid": 2})]
 
 
+async def test_worker_leave_is_not_live_any_more(store: Store) -> None:
+    await store.worker_beat("w1", {"pid": 1}, 30, T0)
+    await store.worker_beat("w2", {"pid": 2}, 30, T0)
+    await store.worker_leave("w1")
+    await store.worker_leave("never-seen")
+    assert [w.worker for w in await store.workers(T0 + 1)] == ["w2"]
+
+
 async def test_notifier_wakes_on_enqueue_and_finish(store: Store) -> None:
     with store.notifier.watch("queue") as woke:
         await store.enqueue([queued()])

@@ -22,11 +22,14 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     """One local Ray for the whole module; RayExecutor finds it running and leaves it up."""
+    # A one-node Ray binds loopback only: without this it announces the host's outward address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         yield
     finally:
         ray.shutdown()
+        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
 
 
 def wait_exit(pid: int, timeout: float) -> bool:

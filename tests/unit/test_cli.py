@@ -37,7 +37,7 @@ def test_ls(cli: CliRunner) -> None:
     assert out.exit_code == 0, out.output
     assert "add" in out.output and "Add two numbers." in out.output
     data = json.loads(cli.invoke(app, ["ls", "--json"]).output)
-    assert {t["name"] for t in data} == {"add", "fails", "aborts"}
+    assert {t["name"] for t in data} == {"add", "fails", "aborts", "flaky"}
 
 
 def test_run_success_failure_and_bad_input(cli: CliRunner) -> None:
@@ -76,7 +76,7 @@ def test_queue_work_inspect_cancel_retry(cli: CliRunner) -> None:
     table = cli.invoke(app, ["runs"])
     assert table.exit_code == 0 and "success" in table.output
     missing = cli.invoke(app, ["show", "nope"])
-    assert missing.exit_code == 1 and "not found" in missing.output
+    assert missing.exit_code == 2 and "not found" in missing.output
 
 
 def test_no_app_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +87,11 @@ def test_no_app_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_console_script_subprocess(tmp_path: Path) -> None:
     pytest.importorskip("taskloom.store.sqlite")
-    env = {**os.environ, "TASKLOOM_STORE": f"sqlite:///{tmp_path}/sub.db", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "TASKLOOM_STORE": f"sqlite:///{tmp_path}/sub.db",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
     script = Path(sys.executable).parent / "taskloom"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "taskloom"]
     ok = subprocess.run(

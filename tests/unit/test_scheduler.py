@@ -573,3 +573,50 @@ async def test_failing_pass_is_logged_and_the_loop_goes_on(
             await asyncio.wait_for(hook.event.wait(), timeout=5)
     assert "scheduler pass failed" in caplog.text
     assert [fire_of(r) for r in hook.runs] == [utc(START + 300)]
+
+
+def test_a_schedule_must_give_required_inputs() -> None:
+    with pytest.raises(ScheduleError, match=r"'needs_n'.*n: Field required.*params="):
+
+        @task(schedule=every(timedelta(minutes=5)))
+        def needs_n(n: int) -> int: ...
+
+    with pytest.raises(ScheduleError, match="n: Input should be a valid integer"):
+
+        @task(schedule=crontab("0 * * * *", params={"n": "many"}))
+        def bad_n(n: int) -> int: ...
+
+    @task(schedule=every(60))
+    def has_default(n: int = 2) -> int: ...
+
+    assert has_default.schedule is not None
+
+
+async def test_schedule_params_reach_the_queued_runs() -> None:
+    @task(schedule=every(timedelta(minutes=5), params={"n": 7}))
+    async def crunch(n: int, scale: float = 1.0) -> float:
+        return n * scale
+
+    clock = FakeClock(START)
+    async with TaskManager("memory://", tasks=[crunch], clock=clock) as m:
+        sched = TaskScheduler(m)
+        await sched.tick()
+        clock.advance(300)
+        [run] = await sched.tick()
+        assert run.params == {"n": 7, "scale": 1.0}
+
+
+async def test_scheduled_and_queued_ids_share_one_clock() -> None:
+    """A tick's id sorts by its fire time at 100 ns, like a queued run's, and is fixed per tick."""
+    clock = FakeClock(START)
+    async with TaskManager("memory://", tasks=[five], clock=clock) as m:
+        sched = TaskScheduler(m)
+        await sched.tick()
+        before = await m.queue("five")  # made with the real clock: long before START
+        clock.advance(300)
+        [scheduled] = await sched.tick()
+        entry = sched.entries()[0]
+        assert scheduled.id == entry.run_id(fire_of(scheduled))
+        assert len(scheduled.id) == len(before.id) == 32
+        assert int(scheduled.id[:14], 16) == int((START + 300) * 10_000_000)
+        assert [r.id for r in await m.runs()] == [scheduled.id, before.id]

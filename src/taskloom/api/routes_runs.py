@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from ..manager import TaskManager
 from ..run import TaskRun, TaskState
 from .context import CHILDREN_PAGE, ApiContext
-from .schemas import Problem, Responses, RunDetail, RunOut, RunPage, RunSummary
+from .schemas import Problem, Responses, RunDetail, RunLogRecord, RunOut, RunPage, RunSummary
 
 MAX_LIMIT = 500
 
@@ -75,6 +75,13 @@ def router(ctx: ApiContext) -> APIRouter:
         run = await manager.get_run(run_id)
         children, more = await page(manager, CHILDREN_PAGE, parent_id=run_id)
         return RunDetail.with_children(run, children, more)
+
+    @api.get(
+        "/{run_id}/logs", response_model=list[RunLogRecord], responses=missing, summary="Run logs"
+    )
+    async def run_logs(run_id: str) -> list[RunLogRecord]:
+        """What the run logged while it executed, oldest first (bounded per run)."""
+        return [RunLogRecord(**r) for r in await manager.run_logs(run_id)]
 
     @api.post("/{run_id}/cancel", response_model=RunOut, responses=missing, summary="Cancel")
     async def cancel_run(run_id: str) -> RunOut:

@@ -179,6 +179,15 @@ class RunPage(BaseModel):
     next_cursor: str | None
 
 
+class RunLogRecord(BaseModel):
+    """One record a run logged: `GET /api/runs/{id}/logs` returns a list of them."""
+
+    ts: str = Field(description="ISO 8601 time, UTC")
+    level: str = Field(description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    logger: str
+    message: str
+
+
 class TaskOut(TaskInfo):
     """A task's definition plus its schedule state."""
 

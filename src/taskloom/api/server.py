@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from ..errors import ConfigError, missing_extra
 from ..manager import TaskManager
@@ -37,10 +38,12 @@ def serve(
     token: str | None = None,
     log_level: str = "info",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    own_logging: bool = True,
 ) -> None:
     """Serve `create_app(manager)` with uvicorn until interrupted (blocking).
 
     A host other than a loopback address needs a token (`token=` or `TASKLOOM_API_TOKEN`).
+    `own_logging=False` leaves logging as configured (the CLI's shared format).
     """
     token = resolve_token(token)
     check_bind(host, token)
@@ -50,5 +53,6 @@ def serve(
         raise missing_extra("api", "uvicorn") from exc
     from .app import create_app
 
+    extra: dict[str, Any] = {} if own_logging else {"log_config": None}
     app = create_app(manager, token=token, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,11 +106,11 @@ class Node:
         changes: dict[str, Any] = {}
         if (self.cpu_limit, self.gpu_limit, self.memory_limit) != (None, None, None):
             base = self.task.resources or Resources()
-            changes["resources"] = Resources(
+            changes["resources"] = dataclasses.replace(
+                base,
                 cpu=base.cpu if self.cpu_limit is None else self.cpu_limit,
                 memory=base.memory if self.memory_limit is None else self.memory_limit,
                 gpu=base.gpu if self.gpu_limit is None else self.gpu_limit,
-                disk=base.disk,
             )
         if self.retry is not None:
             changes["retry"] = self.retry

@@ -44,7 +44,8 @@ def import_ray() -> ModuleType:
 
 
 def ray_options(task: Task) -> dict[str, Any]:
-    """Ray task options from the task: `num_cpus`, `num_gpus`, `memory`, env as runtime_env.
+    """Ray task options from the task: `num_cpus`, `num_gpus`, `memory`, custom resources as
+    `resources`, env as runtime_env.
 
     `max_retries=0`: the task's RetryPolicy decides about retries, not Ray, so a crashed
     worker shows up as a failed attempt instead of a silent re-run.
@@ -58,6 +59,8 @@ def ray_options(task: Task) -> dict[str, Any]:
             opts["num_gpus"] = res.gpu
         if res.memory is not None:
             opts["memory"] = res.memory_bytes
+        if res.custom:
+            opts["resources"] = dict(res.custom)
     if task.env:
         opts["runtime_env"] = {"env_vars": dict(task.env)}
     return opts
@@ -180,17 +183,19 @@ class RayExecutor:
         return value_of(task, serde.loads(data))
 
 
-def run_on_ray(task: Task, *args: Any, **kwargs: Any) -> Any:
+def run_on_ray(task: Task, *args: Any, address: str | None = None, **kwargs: Any) -> Any:
     """Run `task` once on Ray and return its typed result (smallpond's `run_on_ray`).
 
     Blocking: call it from scripts and notebooks, not from async code (use `executor="ray"`
-    there). Starts a local Ray if none is running and leaves it up for the next call.
-    Raises `TaskTimeoutError` past the task's `timeout_seconds`, `TaskFailedError` if it fails.
+    there). Connects to the cluster at `address` (or `RAY_ADDRESS`), else starts a local Ray;
+    either is left up for the next call. `address` belongs to this call: a task input of that
+    name is passed positionally. Raises `TaskTimeoutError` past the task's `timeout_seconds`,
+    `TaskFailedError` if it fails.
     """
     ray = import_ray()
     model = task.prepare(args, kwargs)
     run = TaskRun(task=task.name, params=task.interface.stored_params(model))
-    ensure_ray()
+    ensure_ray(address)
     ref = _submit(ray.remote(_ray_entry), task, run, task.interface.call_kwargs(model))
     try:
         data = ray.get(ref, timeout=task.timeout_seconds)

@@ -282,6 +282,10 @@ class CoordinationStore(Protocol):
         """Workers whose last beat has not expired."""
         ...
 
+    async def worker_leave(self, worker: str) -> None:
+        """Forget a worker that stopped cleanly (it is no longer live)."""
+        ...
+
 
 class Store(QueueStore, RecordStore, CoordinationStore, Protocol):
     """Everything a backend provides; one class implements all of it."""

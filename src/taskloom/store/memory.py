@@ -276,6 +276,9 @@ class MemoryStore:
     async def worker_beat(self, worker: str, info: dict[str, Any], ttl: float, now: float) -> None:
         self._workers[worker] = (now, now + ttl, dict(info))
 
+    async def worker_leave(self, worker: str) -> None:
+        self._workers.pop(worker, None)
+
     async def workers(self, now: float) -> list[WorkerInfo]:
         return [
             WorkerInfo(w, seen, info)

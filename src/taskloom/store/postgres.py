@@ -662,6 +662,10 @@ class PostgresStore:
             lambda conn: conn.execute(self._q["worker_beat"], worker, now, now + ttl, data)
         )
 
+    async def worker_leave(self, worker: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        await self._run(lambda conn: conn.execute(self._q["worker_leave"], worker))
+
     async def workers(self, now: float) -> list[WorkerInfo]:
         """Workers whose last beat has not expired."""
         rows: list[Record] = await self._run(lambda conn: conn.fetch(self._q["workers"], now))

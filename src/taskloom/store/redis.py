@@ -605,6 +605,11 @@ class RedisStore:
         with self._unavailable():
             await self._redis.hset(self._key("workers"), worker, beat)
 
+    async def worker_leave(self, worker: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        with self._unavailable():
+            await self._redis.hdel(self._key("workers"), worker)
+
     async def workers(self, now: float) -> list[WorkerInfo]:
         """Workers whose last beat has not expired, by name."""
         with self._unavailable():

@@ -274,6 +274,7 @@ class SQLiteStore:
         )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        self._migrated: list[int] = []  # versions the last connect applied
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -307,11 +308,17 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA journal_mode = WAL")  # first read: a non-db file fails here
                 conn.execute("PRAGMA synchronous = NORMAL")
-                apply_migrations(conn, self.path)
+                self._migrated = apply_migrations(conn, self.path)
             except BaseException:
                 conn.close()
                 raise
         self._conn = conn
+
+    async def migrate(self) -> list[str]:
+        """Connect, which applies pending migrations; return the names of those it applied."""
+        await self.connect()
+        names = {m.version: f"{m.version:04d}_{m.name}" for m in load_migrations()}
+        return [names[v] for v in self._migrated]
 
     async def close(self) -> None:
         """Close the connection and stop the thread (idempotent)."""
@@ -760,6 +767,9 @@ class SQLiteStore:
             " expires = excluded.expires, info = excluded.info",
             (worker, now, now + ttl, _json(info)),
         )
+
+    async def worker_leave(self, worker: str) -> None:
+        await self._write("DELETE FROM workers WHERE worker = ?", (worker,))
 
     async def workers(self, now: float) -> list[WorkerInfo]:
         def work(conn: sqlite3.Connection) -> list[WorkerInfo]:

@@ -308,6 +308,9 @@ INSERT INTO workers (worker, last_seen, expires, info) VALUES ($1, $2, $3, $4)
 ON CONFLICT (worker) DO UPDATE
 SET last_seen = EXCLUDED.last_seen, expires = EXCLUDED.expires, info = EXCLUDED.info;
 
+-- worker_leave --
+DELETE FROM workers WHERE worker = $1;
+
 -- workers --
 SELECT worker, last_seen, info FROM workers WHERE expires >= $1 ORDER BY worker;
 
