@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -82,7 +83,8 @@ def test_cli_lists_an_unreadable_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cli = CliRunner(env={"COLUMNS": "200"})
     out = cli.invoke(app, ["runs"])
     assert out.exit_code == 0, out.output
-    assert bad in out.output and good in out.output
+    listed = cli.invoke(app, ["runs", "--json"])
+    assert {r["id"] for r in json.loads(listed.output)} == {good, bad}
     shown = cli.invoke(app, ["show", bad])
     assert shown.exit_code != 0 and bad in shown.output
     assert "Traceback" not in shown.output
