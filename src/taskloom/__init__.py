@@ -17,6 +17,7 @@ from .errors import (
     Retry,
     RunNotFoundError,
     ScheduleError,
+    ScheduleNotFoundError,
     StoreUnavailableError,
     TaskFailedError,
     TaskloomError,
@@ -35,6 +36,7 @@ from .policies import (
     Secret,
     Trigger,
 )
+from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_process
 from .scheduler import TaskScheduler
 from .schedules import CronTab, Every, Schedule, crontab, every
@@ -59,6 +61,7 @@ __all__ = [
     "LeaseLostError",
     "NonRetryableError",
     "PayloadTooLargeError",
+    "RateLimit",
     "RateLimitError",
     "ReplayMismatchError",
     "Resources",
@@ -70,6 +73,7 @@ __all__ = [
     "RunNotFoundError",
     "Schedule",
     "ScheduleError",
+    "ScheduleNotFoundError",
     "Secret",
     "SerializationSettings",
     "StoreUnavailableError",

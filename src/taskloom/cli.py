@@ -629,7 +629,12 @@ def _register_subapps() -> None:
     """Sub-apps of optional features, added only when their modules exist."""
     import importlib
 
-    for module, name in (("taskloom.k8s.cli", "k8s"), ("taskloom.pipeline.cli", "pipeline")):
+    for module, name in (
+        ("taskloom.k8s.cli", "k8s"),
+        ("taskloom.pipeline.cli", "pipeline"),
+        ("taskloom.queue_cli", "queue"),
+        ("taskloom.schedule_cli", "schedule"),
+    ):
         try:
             sub = importlib.import_module(module).app
         except ImportError:

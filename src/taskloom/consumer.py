@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
+from .queues import rate_limits
 from .retention import RetentionSweeper
 from .run import TaskRun, TaskState
 from .runner import Stop, unknown_task_record
@@ -98,7 +99,7 @@ class TaskConsumer:
                     try:
                         leases = await store.claim(
                             self.worker_id, self.queues, free, self.lease_seconds,
-                            self.manager.clock(),
+                            self.manager.clock(), rate_limits=rate_limits(self.manager),
                         ) if free > 0 else []  # fmt: skip
                     except StoreUnavailableError:
                         await self._store_down()
@@ -106,6 +107,7 @@ class TaskConsumer:
                     self._down_for = 0.0
                     for lease in leases:
                         self._start(lease)
+                    self._wake_at(getattr(leases, "retry_at", None))
                     if burst and not leases and not self._active:
                         if self._acks_idle.is_set():
                             break
@@ -123,6 +125,15 @@ class TaskConsumer:
             await self._leave()
             self._running = False
             self._done.set()
+
+    def _wake_at(self, when: float | None) -> None:
+        """Claim again at `when` (Unix s) if that comes before the next poll: runs held back
+        by a rate limit, or a retry, are due then; the worker sleeps until that moment."""
+        if when is None:
+            return
+        due = when - self.manager.clock()
+        if due < self.poll_interval:
+            asyncio.get_running_loop().call_later(max(due, 0.0), self._wake.set)
 
     async def _store_down(self) -> None:
         """The store stopped answering: keep the runs in hand, retry with backoff."""
@@ -161,9 +172,7 @@ class TaskConsumer:
             self._ack_wake.set()
             if new.execute_after is not None and new.state is TaskState.queued:
                 # a retry we scheduled ourselves: wake when it is due instead of at the next poll
-                due = new.execute_after.timestamp() - self.manager.clock()
-                if due < self.poll_interval:
-                    asyncio.get_running_loop().call_later(max(due, 0.0), self._wake.set)
+                self._wake_at(new.execute_after.timestamp())
         finally:
             self._active.pop(run.id, None)
             self.processed += 1

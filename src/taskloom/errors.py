@@ -7,6 +7,7 @@
     ├── InvalidParamsError (also ValueError)
     ├── PayloadTooLargeError
     ├── ScheduleError (also ValueError)
+    │   └── ScheduleNotFoundError (also KeyError)
     ├── ConfigError
     ├── StoreUnavailableError
     ├── RunNotFoundError (also KeyError)
@@ -74,6 +75,17 @@ class PayloadTooLargeError(TaskloomError, ValueError):
 
 class ScheduleError(TaskloomError, ValueError):
     """A schedule (cron expression, time zone, interval) is invalid."""
+
+
+class ScheduleNotFoundError(ScheduleError, KeyError):
+    """No schedule of that name exists (in code or stored)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} not found")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
 
 
 class ConfigError(TaskloomError):

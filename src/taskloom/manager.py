@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import queues, serde, stored_schedules
 from .errors import (
     ConfigError,
     RunNotFoundError,
@@ -21,11 +21,14 @@ from .errors import (
 from .executors.base import Executor
 from .hooks import HookSet, RunHooks
 from .lifecycle import RunLifecycle
+from .queues import QueueInfo
+from .ratelimit import RateLimit
 from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
 from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
 from .store import RunQuery, Store, open_store
+from .stored_schedules import ScheduleInfo
 from .task import Task, make_task
 
 if TYPE_CHECKING:
@@ -425,6 +428,50 @@ class TaskManager:
         """True unless the task's schedule was disabled."""
         store = await self._ready()
         return await store.kv_get(f"schedule-disabled:{name}", self.clock()) is None
+
+    # -- queue control and stored schedules (queues.py, stored_schedules.py) ---------------------
+    async def pause(self, queue: str) -> QueueInfo:
+        """Stop every worker claiming from `queue`; it still accepts runs, running ones finish."""
+        return await queues.set_paused(self, queue, True)
+
+    async def resume(self, queue: str) -> QueueInfo:
+        """Let workers claim from `queue` again (they are woken at once)."""
+        return await queues.set_paused(self, queue, False)
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every known queue with its paused flag, depth by priority and oldest queued age."""
+        return await queues.list_queues(self)
+
+    async def set_queue_rate_limit(
+        self, queue: str, rate_limit: RateLimit | str | None
+    ) -> QueueInfo:
+        """Cap the starts of `queue`'s runs per window across every worker (None: no cap)."""
+        return await queues.set_rate_limit(self, queue, rate_limit)
+
+    async def add_schedule(
+        self,
+        name: str,
+        task: str | Task,
+        schedule: object,
+        params: Mapping[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> ScheduleInfo:
+        """Store a schedule (every(...), crontab(...), a cron string or seconds); the leader
+        scheduler fires it from its next tick. Unknown task, bad params or schedule raise."""
+        name_of = task.name if isinstance(task, Task) else task
+        return await stored_schedules.add(self, name, name_of, schedule, params, enabled)
+
+    async def remove_schedule(self, name: str) -> None:
+        """Forget a stored schedule; raises ScheduleNotFoundError."""
+        await stored_schedules.remove(self, name)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Schedules in code and stored ones together, each with its source."""
+        return await stored_schedules.list_all(self)
+
+    async def set_schedule_enabled(self, name: str, enabled: bool) -> ScheduleInfo:
+        """Switch one schedule on or off (a code schedule switches its task's schedule)."""
+        return await stored_schedules.set_enabled(self, name, enabled)
 
     # -- sync facade ----------------------------------------------------------------------------
     @property

@@ -57,6 +57,8 @@ class ScheduleEntry:
     schedule: Schedule
     params: Mapping[str, Any]
     active: bool = True  # False for Trigger(auto_activate=False)
+    enabled: bool = True  # a stored schedule's own switch (code ones use manager.enable)
+    since: datetime | None = None  # a stored schedule's creation: its first tick follows it
 
     def dedup_key(self, fire: datetime) -> str:
         """The same for every scheduler: entry key and UTC fire time."""
@@ -148,6 +150,13 @@ class TaskScheduler:
         """The schedules and triggers of the manager's tasks, now."""
         return schedule_entries(self.manager.tasks)
 
+    async def all_entries(self) -> list[ScheduleEntry]:
+        """The schedules in code plus those stored (added at run time), now."""
+        from . import stored_schedules
+
+        stored = await stored_schedules.load(self.manager)
+        return self.entries() + stored_schedules.entries(self.manager, stored)
+
     # -- one pass ---------------------------------------------------------------------------------
     async def tick(self, now: datetime | None = None) -> list[TaskRun]:
         """One pass: take or renew the lock; if leader, queue every due tick. Returns the runs
@@ -158,7 +167,7 @@ class TaskScheduler:
             self._next_due = None
             if not await self._lead(store, moment):
                 return []
-            entries = self.entries()
+            entries = await self.all_entries()
             states = await self._load(store, entries, moment)
             enabled: dict[str, bool] = {}
             queued: list[TaskRun] = []
@@ -172,7 +181,7 @@ class TaskScheduler:
                 if entry.task.name not in enabled:
                     enabled[entry.task.name] = await self.manager.is_enabled(entry.task.name)
                 run, next_due = await self._visit(
-                    store, entry, states, moment, enabled[entry.task.name]
+                    store, entry, states, moment, enabled[entry.task.name] and entry.enabled
                 )
                 dues.append(next_due)
                 if run is not None:
@@ -187,7 +196,8 @@ class TaskScheduler:
         """Handle one entry; return the run queued (if any) and the entry's next due tick."""
         state = states.get(entry.key)
         if state is None:  # first sight: the first fire is the first tick after now
-            state = states[entry.key] = _State(moment)
+            start = moment if entry.since is None else min(entry.since, moment)
+            state = states[entry.key] = _State(start)
             await self._save(store, entry, state, moment)
         plan = plan_fire(entry.schedule, state.cursor, moment, self.catch_up)
         if plan.cursor == state.cursor:
@@ -314,20 +324,56 @@ class TaskScheduler:
             out[name] = when if current is None else min(current, when)
         return out
 
+    async def entry_fires(
+        self, now: datetime | None = None
+    ) -> dict[str, tuple[datetime | None, str | None]]:
+        """Per entry key (code and stored): the next fire (None when disabled) and the id of
+        the last run its ticks queued."""
+        moment = self._moment(now)
+        store = (await self.manager.connect()).store
+        entries = await self.all_entries()
+        states = await self._load(store, entries, moment)
+        out: dict[str, tuple[datetime | None, str | None]] = {}
+        for entry in entries:
+            state = states.get(entry.key)
+            last = state.run_id if state else None
+            on = entry.active and entry.enabled and await self.manager.is_enabled(entry.task.name)
+            if not on:
+                out[entry.key] = (None, last)
+                continue
+            start = moment if entry.since is None else min(entry.since, moment)
+            plan = plan_fire(entry.schedule, state.cursor if state else start, moment,
+                             self.catch_up)  # fmt: skip
+            out[entry.key] = (plan.fire or plan.next_due, last)
+        return out
+
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Tick, then wait until the earliest next fire or the lock renewal, until `stop()`."""
+        """Tick, then wait until the earliest next fire, the lock renewal or a change to the
+        stored schedules, until `stop()`."""
         self._running = True  # before any await: stop() must see it
         self._done.clear()
         try:
-            while not self._stopping.is_set():
-                await self._safe_tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._sleep_seconds())
+            # the notifier exists before the store connects; tick() connects (and survives outages)
+            with self.manager.store.notifier.watch("schedules") as changed:
+                while not self._stopping.is_set():
+                    changed.clear()
+                    await self._safe_tick()
+                    await self._pause(changed)
         finally:
             await self._release()
             self._running = False
             self._done.set()
+
+    async def _pause(self, changed: asyncio.Event) -> None:
+        """Sleep until the next pass is due, `stop()`, or a stored schedule changed."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, changed)]
+        try:
+            await asyncio.wait(waits, timeout=self._sleep_seconds(),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _safe_tick(self) -> None:
         try:

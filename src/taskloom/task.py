@@ -27,6 +27,7 @@ from .policies import (
     bound_secrets,
     to_cache,
 )
+from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 from .template import Documentation, TemplateHooks
@@ -63,6 +64,7 @@ class Task(TemplateHooks):
     tags: tuple[str, ...] = ()
     retry: RetryPolicy | None = None
     rate_limit_retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # starts per window, across every worker
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     cache: Cache | None = None
@@ -360,6 +362,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = TaskPriority(value or TaskPriority.medium)
         elif key == "max_concurrency":
             value = int(value or 0)
+        elif key == "rate_limit" and value is not None:
+            value = parse_rate_limit(value)
         elif key in ("cpu_bound", "interruptible", "report", "debuggable"):
             value = bool(value)
         elif key == "pod_template" and value is not None and not isinstance(value, Mapping):
@@ -444,6 +448,7 @@ def task(
     tags: Sequence[str] | None = None,
     retry: RetryPolicy | int | None = None,
     rate_limit_retry: RetryPolicy | None = None,
+    rate_limit: RateLimit | str | None = None,
     env: Mapping[str, str] | None = None,
     resources: Resources | None = None,
     cache: CacheSpec = None,

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 
 from taskloom.errors import CorruptRecordError
+from taskloom.ratelimit import RateLimit
 from taskloom.run import TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, RunQuery, Store
-from taskloom.store.base import dt
+from taskloom.store.base import QueueSettings, dt
 
 from ..raw_records import Damage, damage_record
 
@@ -351,6 +352,118 @@ async def test_thousands_of_concurrent_calls(store: Store) -> None:
     await asyncio.gather(*(store.enqueue([r]) for r in runs))
     got = await asyncio.gather(*(store.get(r.id) for r in runs))
     assert all(g is not None for g in got)
+
+
+# -- queue control: pause, start-rate limits, stored schedules ----------------------------------
+
+
+async def test_paused_queue_accepts_runs_but_is_not_claimed(store: Store) -> None:
+    a, b = queued(queue="a"), queued(queue="b")
+    await store.enqueue([a, b])
+    await store.set_queue_paused("a", True)
+    later = queued(queue="a")
+    [accepted] = await store.enqueue([later])
+    assert accepted is later
+    assert await store.claim("w", ["a"], 10, 30, T0) == []
+    assert [x.run.id for x in await store.claim("w", None, 10, 30, T0)] == [b.id]
+    assert (await store.queue_settings())["a"].paused
+    await store.set_queue_paused("a", False)
+    got = await store.claim("w", ["a"], 10, 30, T0)
+    assert {x.run.id for x in got} == {a.id, later.id}
+    assert not (await store.queue_settings()).get("a", QueueSettings()).paused
+
+
+async def test_pause_lets_running_runs_finish(store: Store) -> None:
+    run = queued(queue="a")
+    await store.enqueue([run])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    await store.set_queue_paused("a", True)
+    [reply] = await store.heartbeat([Beat(lease)], 30, T0 + 1)
+    assert reply.alive
+    done = lease.run.model_copy(update={"state": TaskState.success, "end": dt(T0 + 2)})
+    assert await store.finish([(lease, done)]) == [True]
+
+
+async def test_queue_stats_count_depth_and_oldest(store: Store) -> None:
+    await store.enqueue(
+        [
+            queued(queue="a", queued=dt(T0 - 50)),
+            queued(queue="a", queued=dt(T0 - 10), priority=TaskPriority.high),
+            queued(queue="b", queued=dt(T0 - 5), execute_after=dt(T0 + 60)),
+        ]
+    )
+    stats = {s.name: s for s in await store.queue_stats()}
+    assert stats["a"].depth == {TaskPriority.high: 1, TaskPriority.medium: 1, TaskPriority.low: 0}
+    assert stats["a"].oldest_queued == T0 - 50
+    assert stats["b"].oldest_queued == T0 - 5 and sum(stats["b"].depth.values()) == 1
+
+
+async def test_rate_limit_holds_runs_back_until_a_slot_frees(store: Store) -> None:
+    runs = [queued(queued=dt(T0 - 10 + i)) for i in range(5)]
+    await store.enqueue(runs)
+    limits = {"t": RateLimit(2, per=timedelta(seconds=10))}
+    first = await store.claim("w", None, 10, 30, T0, rate_limits=limits)
+    assert [x.run.id for x in first] == [runs[0].id, runs[1].id]
+    assert getattr(first, "retry_at", None) == T0 + 10
+    held = [await store.get(r.id) for r in runs[2:]]
+    assert all(r is not None and r.state is TaskState.queued for r in held)
+    assert [r.execute_after.timestamp() for r in held if r and r.execute_after] == [
+        T0 + 10, T0 + 10, T0 + 20,
+    ]  # fmt: skip
+    assert all(r is not None and r.retry_attempt == 0 for r in held)
+    assert await store.claim("w", None, 10, 30, T0 + 9.9, rate_limits=limits) == []
+    second = await store.claim("w", None, 10, 30, T0 + 10, rate_limits=limits)
+    assert [x.run.id for x in second] == [runs[2].id, runs[3].id]
+    assert await store.claim("w", None, 10, 30, T0 + 19, rate_limits=limits) == []
+    third = await store.claim("w", None, 10, 30, T0 + 20, rate_limits=limits)
+    assert [x.run.id for x in third] == [runs[4].id]
+
+
+async def test_rate_limit_holds_in_every_window_across_claimers(store: Store) -> None:
+    await store.enqueue([queued(queued=dt(T0 - 100 + i)) for i in range(60)])
+    limits = {"t": RateLimit(4, per=timedelta(seconds=10))}
+    starts: list[float] = []
+    for step in range(80):
+        now = T0 + step * 0.5
+        claims = await asyncio.gather(
+            *(store.claim(f"w{i}", None, 3, 30, now, rate_limits=limits) for i in range(4))
+        )
+        starts += [now for batch in claims for _ in batch]
+    assert len(starts) == 16  # 40 s at 4 per 10 s
+    for at in starts:
+        assert sum(1 for s in starts if at <= s < at + 10) <= 4
+
+
+async def test_rate_limited_task_does_not_block_others(store: Store) -> None:
+    slow = [queued(task="slow", queued=dt(T0 - 50 + i)) for i in range(5)]
+    fast = [queued(task="fast", queued=dt(T0 - 10 + i)) for i in range(2)]
+    await store.enqueue([*slow, *fast])
+    limits = {"slow": RateLimit(1, per=timedelta(minutes=1))}
+    got = await store.claim("w", None, 3, 30, T0, rate_limits=limits)
+    assert [x.run.id for x in got] == [slow[0].id, fast[0].id, fast[1].id]
+
+
+async def test_queue_rate_limit_is_stored_and_enforced(store: Store) -> None:
+    await store.set_queue_rate_limit("q", RateLimit(1, per=timedelta(seconds=30)))
+    assert (await store.queue_settings())["q"].rate_limit == RateLimit(1, timedelta(seconds=30))
+    a, b = queued(task="a", queue="q"), queued(task="b", queue="q")
+    await store.enqueue([a, b])
+    assert [x.run.id for x in await store.claim("w", None, 5, 30, T0)] == [a.id]
+    assert await store.claim("w", None, 5, 30, T0 + 29) == []
+    assert [x.run.id for x in await store.claim("w", None, 5, 30, T0 + 30)] == [b.id]
+    await store.set_queue_rate_limit("q", None)
+    assert (await store.queue_settings()).get("q", QueueSettings()).rate_limit is None
+
+
+async def test_stored_schedules_put_list_delete(store: Store) -> None:
+    assert await store.stored_schedules() == {}
+    await store.put_schedule("nightly", b'{"v": 1}')
+    await store.put_schedule("nightly", b'{"v": 2}')
+    await store.put_schedule("hourly", b'{"v": 3}')
+    assert await store.stored_schedules() == {"nightly": b'{"v": 2}', "hourly": b'{"v": 3}'}
+    assert await store.delete_schedule("nightly") is True
+    assert await store.delete_schedule("nightly") is False
+    assert list(await store.stored_schedules()) == ["hourly"]
 
 
 @pytest.mark.parametrize("how", ["broken", "wrong_shape"])

@@ -8,12 +8,13 @@ Unix seconds passed in as `now`, so a fake clock drives every backend the same w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..ratelimit import RateLimit
 from ..run import TaskPriority, TaskRun, TaskState
 
 ACTIVE_STATES = (TaskState.init, TaskState.queued, TaskState.running)
@@ -36,6 +37,30 @@ class Lease:
     run: TaskRun
     token: str
     expires: float
+
+
+class Claimed(list[Lease]):
+    """The leases of one claim; `retry_at` is when to claim again for runs it held back
+    (rate limits), None when it held none back."""
+
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """What is stored about one queue: paused, and its start-rate limit."""
+
+    paused: bool = False
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue's queued runs: counts by priority and the oldest `queued` time."""
+
+    name: str
+    depth: dict[TaskPriority, int]
+    oldest_queued: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +199,16 @@ class QueueStore(Protocol):
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
         """Take up to `limit` due queued runs (execute_after <= now), by priority then FIFO
         (execute_after or queued time, then id); mark them running, set `worker`, `start` (first
-        time only), and a fresh lease token expiring at now + lease_seconds."""
+        time only), and a fresh lease token expiring at now + lease_seconds.
+
+        Runs of paused queues are skipped. A run whose task (a key of `rate_limits`) or queue
+        (stored settings) has a full start window stays queued with `execute_after` set to when
+        a slot frees (`free_at`); the result is a `Claimed` whose `retry_at` says when."""
         ...
 
     async def heartbeat(
@@ -287,7 +318,39 @@ class CoordinationStore(Protocol):
         ...
 
 
-class Store(QueueStore, RecordStore, CoordinationStore, Protocol):
+class ControlStore(Protocol):
+    """Operator controls: queue settings (pause, rate limit) and schedules added at run time."""
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue (claims skip paused queues); a resume publishes `queue`."""
+        ...
+
+    async def set_queue_rate_limit(self, queue: str, rate_limit: RateLimit | None) -> None:
+        """Cap the starts of a queue's runs per window (None removes the cap)."""
+        ...
+
+    async def queue_settings(self) -> dict[str, QueueSettings]:
+        """Every queue with stored settings."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Every queue holding queued runs: depth by priority and the oldest queued time."""
+        ...
+
+    async def put_schedule(self, name: str, data: bytes) -> None:
+        """Store (or replace) a schedule definition and publish `schedules`."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget a stored schedule; False if there was none. Publishes `schedules`."""
+        ...
+
+    async def stored_schedules(self) -> dict[str, bytes]:
+        """Every stored schedule definition by name."""
+        ...
+
+
+class Store(QueueStore, RecordStore, CoordinationStore, ControlStore, Protocol):
     """Everything a backend provides; one class implements all of it."""
 
     url: str

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..ratelimit import RateLimit
 from ..run import Attempt, TaskPriority, TaskRun, TaskState
 from .base import (
     ACTIVE_STATES,
     Beat,
     BeatReply,
+    Claimed,
     Lease,
     Notifier,
+    QueueSettings,
+    QueueStats,
     RunQuery,
     WorkerInfo,
     dt,
     matches,
     ts,
 )
+from .gate import StartGate
 
 
 def _due_key(run: TaskRun) -> tuple[int, float, str]:
@@ -39,6 +45,9 @@ class MemoryStore:
         self._locks: dict[str, tuple[str, float]] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
         self._workers: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._queues: dict[str, QueueSettings] = {}
+        self._starts: dict[str, list[float]] = {}  # rate-limit key -> start times
+        self._schedules: dict[str, bytes] = {}
 
     async def connect(self) -> None:
         """Nothing to open."""
@@ -76,16 +85,26 @@ class MemoryStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
+        paused = {q for q, s in self._queues.items() if s.paused}
         due = [
             r for r in self._runs.values()
             if r.state is TaskState.queued
             and (r.execute_after is None or r.execute_after.timestamp() <= now)
-            and (queues is None or r.queue in queues)
+            and (queues is None or r.queue in queues) and r.queue not in paused
         ]  # fmt: skip
         due.sort(key=_due_key)
-        leases = []
-        for run in due[:limit]:
+        queue_limits = {q: s.rate_limit for q, s in self._queues.items() if s.rate_limit}
+        gate = StartGate(now, rate_limits, queue_limits, self._window)
+        leases = Claimed()
+        for run in due:
+            if len(leases) >= limit:
+                break
+            if gate.active and (wait := gate.check(run.task, run.queue)) is not None:
+                run.execute_after = dt(wait)
+                continue
             run.state = TaskState.running
             run.worker = worker
             if run.start is None:
@@ -93,7 +112,12 @@ class MemoryStore:
             token = secrets.token_hex(8)
             self._leases[run.id] = (token, now + lease_seconds)
             leases.append(Lease(run.record(), token, now + lease_seconds))
+        self._starts.update(gate.windows)
+        leases.retry_at = gate.retry_at
         return leases
+
+    def _window(self, key: str, since: float) -> list[float]:
+        return [s for s in self._starts.get(key, ()) if s > since]
 
     def _held(self, lease: Lease) -> bool:
         current = self._leases.get(lease.run.id)
@@ -285,3 +309,42 @@ class MemoryStore:
             for w, (seen, exp, info) in sorted(self._workers.items())
             if exp >= now
         ]
+
+    # -- operator controls ------------------------------------------------------------------
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        current = self._queues.get(queue, QueueSettings())
+        self._queues[queue] = dataclasses.replace(current, paused=paused)
+        if not paused:
+            self.notifier.publish("queue")
+
+    async def set_queue_rate_limit(self, queue: str, rate_limit: RateLimit | None) -> None:
+        current = self._queues.get(queue, QueueSettings())
+        self._queues[queue] = dataclasses.replace(current, rate_limit=rate_limit)
+        self.notifier.publish("queue")
+
+    async def queue_settings(self) -> dict[str, QueueSettings]:
+        return dict(self._queues)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        depth: dict[str, dict[TaskPriority, int]] = {}
+        oldest: dict[str, float] = {}
+        for r in self._runs.values():
+            if r.state is TaskState.queued:
+                counts = depth.setdefault(r.queue, dict.fromkeys(TaskPriority, 0))
+                counts[r.priority] += 1
+                at = ts(r.queued)
+                if at is not None and (r.queue not in oldest or at < oldest[r.queue]):
+                    oldest[r.queue] = at
+        return [QueueStats(q, depth[q], oldest.get(q)) for q in sorted(depth)]
+
+    async def put_schedule(self, name: str, data: bytes) -> None:
+        self._schedules[name] = data
+        self.notifier.publish("schedules")
+
+    async def delete_schedule(self, name: str) -> bool:
+        found = self._schedules.pop(name, None) is not None
+        self.notifier.publish("schedules")
+        return found
+
+    async def stored_schedules(self) -> dict[str, bytes]:
+        return dict(self._schedules)

@@ -25,8 +25,21 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from ..errors import ConfigError, StoreUnavailableError, missing_extra
+from ..ratelimit import RateLimit, limits_json
 from ..run import TaskPriority, TaskRun, TaskState
-from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .base import (
+    ACTIVE_STATES,
+    Beat,
+    BeatReply,
+    Claimed,
+    Lease,
+    Notifier,
+    RunQuery,
+    WorkerInfo,
+    dt,
+    ts,
+)  # fmt: skip
+from .postgres_control import PostgresControl
 from .records import claimed, decode_or_stand_in, decode_run
 
 try:
@@ -182,7 +195,7 @@ async def _keep_session(conn: Connection) -> None:
     return None
 
 
-class PostgresStore:
+class PostgresStore(PostgresControl):
     """A store in one PostgreSQL schema, shared by every process that opens the same URL."""
 
     def __init__(self, url: str) -> None:
@@ -427,6 +440,8 @@ class PostgresStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` due runs, by priority then FIFO, in one statement."""
         if limit <= 0:
@@ -448,18 +463,25 @@ class PostgresStore:
             retry = True
             if not rows:
                 rows = await conn.fetch(
-                    self._q["claim"], now, queue_list, limit, worker, expires, _iso(now), token
-                )
+                    self._q["claim"], now, queue_list, limit, worker, expires, _iso(now), token,
+                    limits,
+                )  # fmt: skip
             return rows
 
-        rows = await self._run(op)
-        rows = sorted(rows, key=lambda r: (r["priority_rank"], r["due"], r["id"]))
+        limits = limits_json(rate_limits)
+        everything = await self._run(op)
+        rows = sorted(
+            (r for r in everything if r["id"] is not None),
+            key=lambda r: (r["priority_rank"], r["due"], r["id"]),
+        )
         leases, unreadable = claimed(
             ((r["id"], r["lease_token"], r["data"]) for r in rows), expires, now
         )
         if unreadable:
             await self.finish(unreadable)
-        return leases
+        out = Claimed(leases)
+        out.retry_at = next((r["retry_at"] for r in everything if r["id"] is None), None)
+        return out
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float

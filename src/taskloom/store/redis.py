@@ -42,7 +42,7 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from importlib import resources
 from typing import Any
@@ -51,9 +51,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from ..errors import StoreUnavailableError, missing_extra
+from ..ratelimit import RateLimit, limits_json
 from ..run import TaskPriority, TaskRun, TaskState
-from .base import Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, matches, ts
+from .base import (
+    Beat,
+    BeatReply,
+    Claimed,
+    Lease,
+    Notifier,
+    RunQuery,
+    WorkerInfo,
+    dt,
+    matches,
+    ts,
+)  # fmt: skip
 from .records import claimed, decode_or_stand_in, decode_run
+from .redis_control import RedisControl
 
 try:
     import redis.asyncio as aioredis
@@ -88,6 +101,7 @@ SCRIPT_NAMES = (
     "load",
     "page",
     "queue_length",
+    "queue_stats",
     "purge",
     "acquire_slot",
     "acquire_lock",
@@ -176,7 +190,7 @@ LISTEN_TICK = 0.5  # how soon the listener notices close(); events arrive at onc
 POOL_WAIT_SECONDS = 30.0
 
 
-class RedisStore:
+class RedisStore(RedisControl):
     """The store protocol on one Redis server; see the module docstring for the layout."""
 
     def __init__(self, url: str) -> None:
@@ -388,8 +402,11 @@ class RedisStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
-        """One script: promote due delayed runs, pop the best `limit`, lease them."""
+        """One script: promote due delayed runs, pop the best `limit` of the queues not
+        paused, hold back those over a start-rate limit, lease the rest."""
         if limit <= 0 or (queues is not None and not queues):
             return []
         expires = now + lease_seconds
@@ -397,9 +414,11 @@ class RedisStore:
             "claim",
             [
                 orjson.dumps(worker), _json_time(now), _num(now), _num(expires),
-                secrets.token_hex(8) + "-", limit, "1" if queues is None else "0", *(queues or ()),
+                secrets.token_hex(8) + "-", limit, "1" if queues is None else "0",
+                _num(RANK_SPAN), limits_json(rate_limits), *(queues or ()),
             ],
         )  # fmt: skip
+        retry_at = reply.pop()
         rows = (
             (reply[i + 2].decode(), reply[i + 1].decode(), reply[i])
             for i in range(0, len(reply), 3)
@@ -407,7 +426,9 @@ class RedisStore:
         leases, unreadable = claimed(rows, expires, now)
         if unreadable:
             await self.finish(unreadable)
-        return leases
+        out = Claimed(leases)
+        out.retry_at = float(retry_at) if retry_at else None
+        return out
 
     async def heartbeat(
         self, beats: Sequence[Beat], lease_seconds: float, now: float

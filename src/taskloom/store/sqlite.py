@@ -16,7 +16,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,9 +29,30 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import ConfigError, CorruptRecordError, StoreUnavailableError
+from ..ratelimit import RateLimit
 from ..run import Attempt, TaskPriority, TaskRun, TaskState
-from .base import ACTIVE_STATES, Beat, BeatReply, Lease, Notifier, RunQuery, WorkerInfo, dt, ts
+from .base import (
+    ACTIVE_STATES,
+    Beat,
+    BeatReply,
+    Claimed,
+    Lease,
+    Notifier,
+    RunQuery,
+    WorkerInfo,
+    dt,
+    ts,
+)  # fmt: skip
+from .gate import StartGate
 from .records import claimed, decode_or_stand_in, decode_run, unreadable_run
+from .sqlite_control import (
+    SQLiteControl,
+    claim_gated,
+    paused_filter,
+    queue_limits,
+    read_settings,
+    window_loader,
+)  # fmt: skip
 from .wakeups import PeerNotifier, wake_folder
 
 T = TypeVar("T")
@@ -228,6 +249,17 @@ _CLAIM_ONE = _CLAIM.format(index="runs_claim", queues=" AND queue = :queue")  # 
 _CLAIM_SOME = _CLAIM.format(
     index="runs_claim", queues=" AND queue IN (SELECT value FROM json_each(:queues))"
 )
+# Queue control (sqlite_control.py): the same claims skipping paused queues, and the two
+# halves of a claim through the start gate (pick candidates, then mark the admitted ones).
+_CLAIM_SET, _, _ = _CLAIM.partition("WHERE id IN (")
+_CLAIM_IDS = (
+    _CLAIM_SET
+    + "WHERE id IN (SELECT value FROM json_each(:ids))\nRETURNING"
+    + (_CLAIM.rpartition("RETURNING")[2])
+)
+_PICK = """SELECT id, task, queue FROM runs INDEXED BY {index}
+WHERE state = 'queued' AND (execute_after IS NULL OR execute_after <= :now){queues}
+ORDER BY priority_rank, due, id LIMIT :limit"""
 
 
 def _json(value: Any) -> str:
@@ -262,7 +294,7 @@ def _held(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[str, 
 # -- the store ---------------------------------------------------------------------------------
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteControl):
     """Store on one SQLite file (`sqlite:///path.db`) or a private in-memory db."""
 
     def __init__(self, url: str) -> None:
@@ -419,6 +451,8 @@ class SQLiteStore:
         limit: int,
         lease_seconds: float,
         now: float,
+        *,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Lease]:
         if limit <= 0:
             return []
@@ -427,17 +461,35 @@ class SQLiteStore:
             "worker": worker, "expires": expires, "now": now, "start": _iso(now), "limit": limit,
         }  # fmt: skip
         if queues is None:
-            sql = _CLAIM_ANY
+            sql, index, where = _CLAIM_ANY, "runs_claim_any", ""
         elif len(queues) == 1:
             sql, params["queue"] = _CLAIM_ONE, queues[0]
+            index, where = "runs_claim", " AND queue = :queue"
         else:
             sql, params["queues"] = _CLAIM_SOME, _json(list(queues))
+            index, where = "runs_claim", " AND queue IN (SELECT value FROM json_each(:queues))"
 
-        def work(conn: sqlite3.Connection) -> tuple[list[Lease], list[tuple[Lease, TaskRun]]]:
+        def work(conn: sqlite3.Connection) -> tuple[Claimed, list[tuple[Lease, TaskRun]]]:
             with _immediate(conn):
-                rows = conn.execute(sql, params).fetchall()
+                settings = read_settings(conn)
+                paused = [q for q, s in settings.items() if s.paused]
+                params["paused"] = _json(paused)
+                gate = StartGate(now, rate_limits, queue_limits(settings), window_loader(conn))
+                if gate.active:
+                    pick = _PICK.format(index=index, queues=where + paused_filter(paused))
+                    rows = claim_gated(conn, pick, _CLAIM_IDS, params, limit, gate)
+                elif paused:
+                    filtered = _CLAIM.format(index=index, queues=where + paused_filter(paused))
+                    rows = conn.execute(filtered, params).fetchall()
+                else:
+                    rows = conn.execute(sql, params).fetchall()
             rows.sort(key=lambda row: (row[0], row[1], row[2]))
-            return claimed(((i, token, data) for _r, _d, i, token, data in rows), expires, now)
+            leases, unreadable = claimed(
+                ((i, token, data) for _r, _d, i, token, data in rows), expires, now
+            )
+            out = Claimed(leases)
+            out.retry_at = gate.retry_at
+            return out, unreadable
 
         leases, unreadable = await self._run(work)
         if unreadable:

@@ -84,3 +84,43 @@ local function release_dedup(key, id)
     redis.call('HDEL', P .. 'dedup', dedup)
   end
 end
+
+-- Unix seconds as the JSON of a UTC datetime field ("2027-01-15T08:00:10.250000Z"); days
+-- to a civil date as in Howard Hinnant's algorithm.
+local function iso_time(t)
+  local secs = math.floor(t)
+  local micros = math.floor((t - secs) * 1e6 + 0.5)
+  if micros >= 1000000 then secs, micros = secs + 1, micros - 1000000 end
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"', y, m, d,
+                       math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, micros)
+end
+
+-- Queued runs of queue `q` by rank: {rank 0, rank 1, rank 2}. Delayed runs are scored by
+-- time, so their rank comes from their ready score.
+local function queue_depth(q, span)
+  local counts = {0, 0, 0}
+  for r = 0, 2 do
+    counts[r + 1] = redis.call('ZCOUNT', P .. 'ready:' .. q,
+      string.format('%.17g', r * span), '(' .. string.format('%.17g', (r + 1) * span))
+  end
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'delayed:' .. q, 0, -1)) do
+    local score = tonumber(redis.call('HGET', P .. 'run:' .. id, '_score'))
+    if score then
+      local r = math.min(2, math.floor(score / span))
+      counts[r + 1] = counts[r + 1] + 1
+    end
+  end
+  return counts
+end

@@ -57,30 +57,10 @@ SELECT DISTINCT ON (kind, match) kind, match, data FROM (
 ORDER BY kind, match, active DESC, id DESC;
 
 -- claim --
--- Lock up to $3 due queued runs in claim order, skipping rows other claimers hold, and mark
--- them running under a fresh lease token: $7 (random, made by the client for this claim)
--- followed by the run id. The JSON record is updated in the same statement.
-WITH picked AS (
-    SELECT id FROM runs
-    WHERE state = 'queued'
-      AND (execute_after IS NULL OR execute_after <= $1)
-      AND ($2::text[] IS NULL OR queue = ANY($2::text[]))
-    ORDER BY priority_rank, due, id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE runs AS r
-SET state = 'running',
-    worker = $4,
-    lease_token = $7 || r.id,
-    lease_expires = $5,
-    created = COALESCE(r.created, $1),
-    data = r.data || jsonb_build_object('state', 'running', 'worker', $4::text)
-           || CASE WHEN r.data -> 'start' IS NULL OR r.data -> 'start' = 'null'::jsonb
-                   THEN jsonb_build_object('start', $6::text) ELSE '{}'::jsonb END
-FROM picked
-WHERE r.id = picked.id
-RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.data;
+-- Lease up to $3 due queued runs in claim order (see claim_runs in schema.sql: paused queues
+-- skipped, start-rate limits applied); $7 is this claim's random token prefix, $8 the task
+-- limits as {task: [count, per seconds]}.
+SELECT * FROM claim_runs($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- claimed_by --
 -- The runs the claim made with $1 still holds: how a retry finds what a lost attempt took.
@@ -316,3 +296,45 @@ SELECT worker, last_seen, info FROM workers WHERE expires >= $1 ORDER BY worker;
 
 -- ping --
 SELECT 1;
+
+-- set_queue_paused --
+-- Pause or resume a queue; a resume wakes every worker.
+WITH upsert AS (
+    INSERT INTO queue_settings (name, paused) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
+)
+SELECT pg_notify($3, 'queue') WHERE NOT $2;
+
+-- set_queue_rate_limit --
+WITH upsert AS (
+    INSERT INTO queue_settings (name, rate_count, rate_per) VALUES ($1, $2, $3)
+    ON CONFLICT (name) DO UPDATE SET rate_count = EXCLUDED.rate_count, rate_per = EXCLUDED.rate_per
+)
+SELECT pg_notify($4, 'queue');
+
+-- queue_settings --
+SELECT name, paused, rate_count, rate_per FROM queue_settings;
+
+-- queue_stats --
+-- Queued runs by queue and priority, with the oldest queued time.
+SELECT queue, priority_rank, count(*) AS n, min(created) AS oldest FROM runs
+WHERE state = 'queued'
+GROUP BY queue, priority_rank;
+
+-- put_schedule --
+WITH upsert AS (
+    INSERT INTO schedules (name, data) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data
+)
+SELECT pg_notify($3, 'schedules');
+
+-- delete_schedule --
+WITH gone AS (
+    DELETE FROM schedules WHERE name = $1 RETURNING name
+), notified AS (
+    SELECT pg_notify($2, 'schedules')
+)
+SELECT (SELECT count(*) FROM gone) AS n, (SELECT count(*) FROM notified) AS notified;
+
+-- stored_schedules --
+SELECT name, data FROM schedules;
