@@ -712,7 +712,10 @@ class SQLiteStore(SQLiteControl):
         state: TaskState | None = None,
         limit: int | None = None,
     ) -> int:
-        sql = f"SELECT id, parent_id FROM runs WHERE state IN ({_DONE_SQL}) AND ended < ?"
+        sql = (
+            "SELECT id, parent_id FROM runs INDEXED BY runs_ended"
+            f" WHERE state IN ({_DONE_SQL}) AND ended < ?"
+        )
         params: list[Any] = [before]
         if task is not None:
             sql += " AND task = ?"

@@ -43,6 +43,9 @@ CREATE INDEX runs_lease_idx ON runs (lease_expires) WHERE state = 'running';
 CREATE INDEX runs_task_idx ON runs (task, id);
 CREATE INDEX runs_parent_idx ON runs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX runs_root_idx ON runs (root_run_id);
+-- Retention sweeps: finished runs by end time.
+CREATE INDEX runs_ended_idx ON runs (ended)
+    WHERE state IN ('success', 'failure', 'aborted', 'rate_limited');
 
 -- Concurrency slots: one row per holder of a slot of `name`.
 CREATE TABLE slots (
