@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, serde
 from .appload import load_manager
 from .errors import (
     ConfigError,
@@ -169,7 +169,7 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 
 
 def _run_json(run: TaskRun) -> str:
-    return run.model_dump_json(indent=2)
+    return run.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
 
 
 def _print_outcome(run: TaskRun, as_json: bool) -> None:
@@ -179,7 +179,7 @@ def _print_outcome(run: TaskRun, as_json: bool) -> None:
     if run.state is TaskState.success:
         result = run.result
         if result is not None:
-            _print_user(json.dumps(result) if not isinstance(result, str) else result)
+            _print_user(serde.display(result) if not isinstance(result, str) else result)
         return
     error = run.failure
     line = Text(str(run.state), style=STATE_STYLE.get(run.state, "red"))
@@ -273,8 +273,8 @@ def ls_cmd(app_spec: AppOpt = None, as_json: JsonOpt = False) -> None:
     for i in infos:
         nxt = fires.get(i.name)
         table.add_row(
-            i.name, i.short_description, i.executor, i.schedule or "",
-            nxt.isoformat(timespec="seconds") if nxt else "", i.priority, ",".join(i.tags),
+            Text(i.name), Text(i.short_description), i.executor, Text(i.schedule or ""),
+            nxt.isoformat(timespec="seconds") if nxt else "", i.priority, Text(",".join(i.tags)),
         )  # fmt: skip
     console.print(table)
 
@@ -639,6 +639,7 @@ def _register_subapps() -> None:
             sub = importlib.import_module(module).app
         except ImportError:
             continue
+        sub.rich_markup_mode = None  # brackets in their help and output print as written
         app.add_typer(sub, name=name)
 
 

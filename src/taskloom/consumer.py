@@ -78,16 +78,29 @@ class TaskConsumer:
         self._bg: asyncio.Task[None] | None = None
         self._down_for = 0.0
         self.retention = RetentionSweeper(manager, self.worker_id)
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, burst: bool = False, handle_signals: bool = False) -> None:
-        """Serve until `stop()`; with `burst=True`, return once nothing is due or running."""
+        """Serve until `stop()`; with `burst=True`, return once nothing is due or running.
+
+        If a background task (heartbeats, the ack flusher) dies, the consumer stops claiming,
+        drains and raises that task's error.
+        """
         store = (await self.manager.connect()).store
         self._running, self._stopping, self._done = True, asyncio.Event(), asyncio.Event()
+        self._failure = None
         if handle_signals:
             self._install_signals()
         await self._announce()
-        side = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._flush_acks())]
+        side = [
+            asyncio.create_task(self._heartbeats(), name=f"taskloom-heartbeats-{self.worker_id}"),
+            asyncio.create_task(self._flush_acks(), name=f"taskloom-acks-{self.worker_id}"),
+        ]
+        self._flusher = side[1]
+        for t in side:
+            t.add_done_callback(self._supervise)
         if not burst:  # a long-lived worker also purges runs past their retention
             side.append(asyncio.create_task(self.retention.run(self._stopping)))
         try:
@@ -111,7 +124,7 @@ class TaskConsumer:
                     if burst and not leases and not self._active:
                         if self._acks_idle.is_set():
                             break
-                        await self._acks_idle.wait()  # a retry may be written back as due
+                        await self._acks_written()  # a retry may be written back as due
                         continue
                     if free > 0 and len(leases) == free:
                         continue  # more may be due: claim again once a slot frees
@@ -125,6 +138,30 @@ class TaskConsumer:
             await self._leave()
             self._running = False
             self._done.set()
+        if self._failure is not None:
+            raise self._failure
+
+    def _supervise(self, side: asyncio.Task[None]) -> None:
+        """A background task ended: unless it was cancelled on the way out, stop with its error."""
+        if side.cancelled():
+            return
+        error = side.exception() or RuntimeError(f"{side.get_name()} ended unexpectedly")
+        log.error("%s died; stopping the consumer", side.get_name(), exc_info=error)
+        if self._failure is None:
+            self._failure = error
+        self._stopping.set()
+        self._wake.set()
+
+    async def _acks_written(self) -> None:
+        """Wait until every finished run is written, or until the flusher is gone."""
+        flusher = self._flusher
+        if self._acks_idle.is_set() or flusher is None or flusher.done():
+            return
+        idle = asyncio.create_task(self._acks_idle.wait())
+        try:
+            await asyncio.wait([idle, flusher], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
 
     def _wake_at(self, when: float | None) -> None:
         """Claim again at `when` (Unix s) if that comes before the next poll: runs held back
@@ -269,7 +306,11 @@ class TaskConsumer:
             if late:
                 await asyncio.gather(*late, return_exceptions=True)
         self._ack_wake.set()
-        await self._acks_idle.wait()
+        await self._acks_written()
+        if self._acks:
+            # the flusher died: these runs keep their leases until they expire and are reclaimed
+            log.error("%d finished runs not written; other workers will run them again",
+                      len(self._acks))  # fmt: skip
 
     async def stop(self) -> None:
         """Stop claiming, drain (up to `grace_seconds`), and return once the loop has ended."""

@@ -15,7 +15,7 @@ from .consumer import TaskConsumer
 from .manager import TaskManager
 from .policies import RetryPolicy
 from .run import TaskRun, TaskState
-from .task import task
+from .task import Task, task
 
 
 @task(tags=["demo"])
@@ -50,7 +50,7 @@ async def broken(report: str) -> None:
     raise ValueError(f"cannot parse report {report!r}")
 
 
-DEMO_TASKS = [fetch_page, checksum, flaky, broken]
+DEMO_TASKS: list[Task] = [fetch_page, checksum, flaky, broken]
 
 
 async def run_demo(url: str, runs: int, console: Console) -> int:

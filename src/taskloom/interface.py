@@ -9,11 +9,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PydanticSchemaGenerationError,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticSerializationError
 
 from . import serde
 from .errors import InvalidParamsError, PayloadTooLargeError, ResultEncodingError
 from .run import TaskRun
+from .serializers import JSON, Serializer
 
 
 class _Inputs(BaseModel):
@@ -37,6 +47,7 @@ class Interface:
     input_names: tuple[str, ...]
     secret_fields: frozenset[str]
     returns_none: bool
+    serializer: Serializer = JSON
 
     @classmethod
     def from_function(cls, name: str, fn: Callable[..., Any]) -> Interface:
@@ -75,7 +86,7 @@ class Interface:
         return cls(
             task_name=name,
             inputs=model,
-            output=TypeAdapter(Any if returns_none else ret),
+            output=_adapter(Any if returns_none else ret),
             takes_context=takes_context,
             input_names=tuple(fields),
             secret_fields=frozenset(secret),
@@ -103,37 +114,81 @@ class Interface:
         except ValidationError as exc:
             raise InvalidParamsError(self.task_name, [dict(e) for e in exc.errors()]) from None
 
+    def validate_stored(self, params: Mapping[str, Any]) -> BaseModel:
+        """Validate params read back from a run record (the worker side: unwraps pickles)."""
+        if self.serializer.name == "json":
+            return self.validate(params)
+        return self.validate({k: self.serializer.load(v, _ANY) for k, v in params.items()})
+
     def call_kwargs(self, model: BaseModel) -> dict[str, Any]:
         """The validated inputs as keyword arguments (typed objects kept)."""
         return {name: getattr(model, name) for name in self.input_names}
 
     def stored_params(self, model: BaseModel) -> dict[str, Any]:
-        """The JSON form kept on the run: defaults included, secret fields left out."""
-        data = model.model_dump(mode="json", exclude=set(self.secret_fields) or None)
-        return data
+        """The stored form kept on the run: defaults included, secret fields left out.
+
+        Raises InvalidParamsError naming each input the serializer cannot encode.
+        """
+        if self.serializer.name == "json":
+            try:
+                return model.model_dump(mode="json", exclude=set(self.secret_fields) or None)
+            except PydanticSerializationError:
+                pass  # name the culprits below
+        stored: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        for name in self.input_names:
+            if name in self.secret_fields:
+                continue
+            value = getattr(model, name)
+            try:
+                if self.serializer.name == "json":
+                    stored[name] = model.model_dump(mode="json", include={name})[name]
+                else:
+                    stored[name] = self.serializer.dump(value, _ANY)
+            except (PydanticSerializationError, TypeError, ValueError) as exc:
+                errors.append({"loc": (name,), "msg": self._cannot(value, exc)})
+        if errors:
+            raise InvalidParamsError(self.task_name, errors)
+        return stored
 
     def encode_result(self, value: Any) -> Any:
-        """The result's JSON form; raises ResultEncodingError if it has none."""
+        """The result's stored form; raises ResultEncodingError if the serializer has none."""
         if self.returns_none:
             return None
         try:
-            data = self.output.dump_python(value, mode="json")
-            serde.dumps(data)
+            return self.serializer.dump(value, self.output)
         except Exception as exc:
             raise ResultEncodingError(
-                f"result of task {self.task_name!r} cannot be encoded as JSON "
-                f"({type(value).__name__}): {exc}"
+                f"result of task {self.task_name!r}: {self._cannot(value, exc)}"
             ) from exc
-        return data
 
     def decode_result(self, data: Any) -> Any:
-        """Rebuild the typed result from its JSON form."""
+        """Rebuild the result as the declared return type from its stored form."""
         if self.returns_none or data is None:
             return data
-        try:
-            return self.output.validate_python(data)
-        except ValidationError:
-            return data
+        return self.serializer.load(data, self.output)
+
+    def _cannot(self, value: Any, exc: BaseException) -> str:
+        hint = (
+            " (serializer='pickle' keeps any picklable object; see the docs for its risk)"
+            if self.serializer.name == "json"
+            else ""
+        )
+        return (
+            f"{type(value).__name__} value cannot be encoded with the "
+            f"{self.serializer.name} serializer: {exc}{hint}"
+        )
+
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    """An adapter for the declared return type; a plain class is checked with isinstance."""
+    try:
+        return TypeAdapter(annotation)
+    except PydanticSchemaGenerationError:
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
 
 
 def check_size(task: str, what: str, data: Any, limit: int | None) -> int:

@@ -27,9 +27,10 @@ from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
 from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
-from .store import RunQuery, Store, open_store
+from .serializers import SerializerName, get_serializer
+from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
-from .task import Task, make_task
+from .task import Task, TaskFactory, make_task, task_factory
 
 if TYPE_CHECKING:
     from .sync import SyncManager
@@ -87,6 +88,7 @@ class TaskManager:
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
         retention: timedelta | float | None = DEFAULT_RETENTION,
+        serializer: SerializerName = "json",
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -99,11 +101,13 @@ class TaskManager:
         retention_seconds(retention)  # refuse a negative one now
         # finished runs older than this are purged by workers; None or 0 keeps them forever
         self.retention = retention
+        self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
         self._run_logs = RunLogCapture(self)
         self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
+        self._reports: RunHooks | None = None  # added with the first task that reports
         self._factories = _executor_factories()
         self._executors: dict[str, Executor] = dict(executors or {})
         self._by_task: dict[Task, Executor] = {}  # the choice is fixed per (immutable) task
@@ -119,20 +123,22 @@ class TaskManager:
         """Add a task; a second task with the same name replaces the first."""
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
+        if task.serializer is None and self.serializer != "json":
+            task = task.override(serializer=self.serializer)
         self._tasks[task.name] = task
+        if task.report and self._reports is None:
+            from .report import ReportHooks
+
+            self._reports = ReportHooks(lambda: self.store, self.clock)
+            self.hooks.add(self._reports)
         if self._connected:
             self._run_logs.attach(log_sources([task]))
         return task
 
-    def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+    @property
+    def task(self) -> TaskFactory:
         """Decorator: define a task and register it here (`@manager.task` or with options)."""
-        if fn is not None:
-            return self.register_task(make_task(fn, **opts))
-
-        def decorate(f: Callable[..., Any]) -> Task:
-            return self.register_task(make_task(f, **opts))
-
-        return decorate
+        return task_factory(lambda fn, opts: self.register_task(make_task(fn, **opts)))
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -202,6 +208,8 @@ class TaskManager:
         """Which executor runs `task` here."""
         if task.executor:
             return task.executor
+        if task.reusable is not None:
+            return "process"
         if self.default_executor and not task.cpu_bound:
             return self.default_executor
         return task.executor_name(self.in_cluster())
@@ -212,7 +220,15 @@ class TaskManager:
         if cached is not None:
             return cached
         name = self.executor_name(task)
+        if task.reusable is not None:  # warm processes of its own
+            name = f"reusable:{task.name}"
         ex = self._executors.get(name)
+        if ex is None and task.reusable is not None:
+            from .executors.reusable import ReusableExecutor
+
+            ex = ReusableExecutor(task.reusable)
+            await ex.start()
+            self._executors[name] = ex
         if ex is None:
             factory = self._factories.get(name)
             if factory is None:
@@ -292,15 +308,27 @@ class TaskManager:
 
     async def execute_run(self, run: TaskRun) -> TaskRun:
         """Execute a built run here until it is done (retries wait here), recording it."""
-        return await self.lifecycle.execute(run)
+        return self.typed(await self.lifecycle.execute(run))
 
     # -- reading and steering -------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> TaskRun:
-        """One run; raises RunNotFoundError."""
+    async def get_run(self, run_id: str, *, decode: bool = True) -> TaskRun:
+        """One run, its result as the declared type (`decode=False`: as stored); raises
+        RunNotFoundError."""
         store = await self._ready()
         run = await store.get(run_id)
         if run is None:
             raise RunNotFoundError(run_id)
+        return self.typed(run) if decode else run
+
+    def typed(self, run: TaskRun) -> TaskRun:
+        """`run` with its result rebuilt as the task's declared return type (in place).
+
+        The one place results are decoded; a run of a task this manager does not know keeps
+        the stored form.
+        """
+        task = self._tasks.get(run.task)
+        if task is not None and run.state is TaskState.success:
+            run.result = task.interface.decode_result(run.result)
         return run
 
     async def run_logs(self, run_id: str) -> list[dict[str, str]]:
@@ -410,6 +438,16 @@ class TaskManager:
         """Queued runs by priority."""
         store = await self._ready()
         return await store.queue_length(queue)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired."""
+        store = await self._ready()
+        return await store.workers(self.clock())
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise StoreUnavailableError if it does not."""
+        store = await self._ready()
+        await store.ping()
 
     # -- schedule switches ----------------------------------------------------------------------
     async def enable(self, name: str) -> None:

@@ -54,6 +54,7 @@ class StoreSnapshot:
 
     up: bool = False
     depth: Mapping[str, Mapping[TaskPriority, int]] = field(default_factory=dict)
+    lag: Mapping[str, float] = field(default_factory=dict)  # queue -> oldest queued run's age
     queued: Mapping[TaskPriority, int] = field(default_factory=dict)
     workers: Sequence[tuple[str, float, int | None]] = ()  # (worker, last beat, active runs)
 
@@ -84,6 +85,15 @@ class _SnapshotCollector:
             for priority, count in counts.items():
                 depth.add_metric([queue, priority.value], float(count))
         yield depth
+        lag = GaugeMetricFamily(
+            f"{ns}_queue_lag_seconds",
+            "Seconds the oldest queued run of each queue has waited since it was queued "
+            "(0 when the queue is empty).",
+            labels=["queue"],
+        )
+        for queue, seconds in sorted(snap.lag.items()):
+            lag.add_metric([queue], seconds)
+        yield lag
         queued = GaugeMetricFamily(
             f"{ns}_queued_runs", "Queued runs over all queues, by priority.", labels=["priority"]
         )
@@ -200,15 +210,23 @@ class PrometheusHooks(RunHooks):
     async def refresh(self, manager: TaskManager) -> StoreSnapshot:
         """Read the store gauges now; a store that cannot be reached gives `store_up 0`."""
         try:
-            depth = {q: await manager.queue_length(q) for q in self.report_queues(manager)}
+            # one call for every queue's depth and age (the store keeps per-queue stats)
+            infos = {i.name: i for i in await manager.queues()}
+            depth: dict[str, Mapping[TaskPriority, int]] = {}
+            lag: dict[str, float] = {}
+            for q in self.report_queues(manager):
+                info = infos.get(q)
+                counts = {} if info is None else info.depth
+                depth[q] = {p: counts.get(p.value, 0) for p in TaskPriority}
+                lag[q] = 0.0 if info is None else info.oldest_queued_age or 0.0
             queued = await manager.queue_length(None)
-            live = await manager.store.workers(manager.clock())
+            live = await manager.workers()
         except StoreUnavailableError as exc:
             log.warning("metrics scrape: store unavailable: %s", exc)
             snap = StoreSnapshot(up=False)
         else:
             workers = [(w.worker, w.last_seen, _active(w.info)) for w in live]
-            snap = StoreSnapshot(up=True, depth=depth, queued=queued, workers=workers)
+            snap = StoreSnapshot(up=True, depth=depth, lag=lag, queued=queued, workers=workers)
         # One assignment after every await: a concurrent scrape sees one snapshot or the other.
         self.snapshot = snap
         return snap

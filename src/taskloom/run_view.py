@@ -3,19 +3,19 @@ error, attempts and logs. User text is printed as written, never read as markup.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
+from . import serde
 from .run import TaskRun
 from .run_tree import STATE_STYLES, format_seconds
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return serde.display(value, indent=2)
 
 
 def _section(console: Console, title: str) -> None:

@@ -181,7 +181,7 @@ async def attempt(env: AttemptEnv, task: Task, run: TaskRun, stop: Stop | None =
         await env.hooks.before_run(run)
         kwargs = run._inputs
         if kwargs is None:
-            kwargs = task.interface.call_kwargs(task.interface.validate(run.params))
+            kwargs = task.interface.call_kwargs(task.interface.validate_stored(run.params))
         executor = await env.executor_for(task)
         started = time.perf_counter()
         value = await executor.execute(task, run, kwargs, task.timeout_seconds, run_env(env, run))

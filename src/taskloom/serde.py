@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -26,3 +28,14 @@ def dumps(obj: Any) -> bytes:
 def loads(data: bytes | str) -> Any:
     """Decode JSON bytes or text."""
     return orjson.loads(data)
+
+
+def display(value: Any, indent: int | None = None) -> str:
+    """JSON text for people to read: typed results (models, dataclasses, datetimes) in their
+    JSON form, anything without one (a pickled object) as its `repr`."""
+    return json.dumps(
+        value,
+        indent=indent,
+        ensure_ascii=False,
+        default=lambda v: to_jsonable_python(v, fallback=repr),
+    )

@@ -7,12 +7,13 @@ import dataclasses
 import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, overload
+from typing import Any, Concatenate, Generic, Protocol, cast, overload
 
 from pydantic import BaseModel
+from typing_extensions import ParamSpec, TypeVar
 
 from .errors import ConfigError, InvalidParamsError, ScheduleError
 from .interface import Interface, check_size
@@ -30,9 +31,14 @@ from .policies import (
 from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
-from .template import Documentation, TemplateHooks
+from .serializers import SerializerName, get_serializer
+from .template import Documentation, ReusePolicy, TemplateHooks, to_reuse_policy
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
+
+# Defaults keep a bare `Task` meaning "any task" in annotations (mypy --strict accepts it).
+P = ParamSpec("P", default=...)
+R = TypeVar("R", default=Any)
 
 
 def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str]:
@@ -42,15 +48,17 @@ def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, eq=False)
-class Task(TemplateHooks):
+class Task(TemplateHooks, Generic[P, R]):
     """A task definition: the function, its typed interface and its scheduling metadata.
 
+    Generic over the function's parameters `P` and result `R` (the awaited result for an async
+    function), so `add(1, 2)` type-checks as the declared return type.
     Immutable: `override(...)` returns a new Task. Calling it outside a running task runs the
     function locally; inside a running task it creates a durable child run.
     """
 
     name: str
-    fn: Callable[..., Any] = field(repr=False)
+    fn: Callable[P, Any] = field(repr=False)
     interface: Interface = field(repr=False)
     schedule: Schedule | None = None
     short_description: str = ""
@@ -76,7 +84,7 @@ class Task(TemplateHooks):
     max_inline_io_bytes: int = 10 * 1024 * 1024
     triggers: tuple[Trigger, ...] = ()
     report: bool = False
-    reusable: Any = None
+    reusable: ReusePolicy | None = None
     executor: str | None = None
     pre: Callable[..., Any] | None = field(default=None, repr=False)
     post: Callable[[Any], Any] | None = field(default=None, repr=False)
@@ -89,9 +97,22 @@ class Task(TemplateHooks):
     # how long finished runs are kept; None: the manager's retention; timedelta(0): forever
     retention: timedelta | None = None
 
+    serializer: SerializerName | None = None
+
     def __post_init__(self) -> None:
         if not self.short_name:
             object.__setattr__(self, "short_name", self.name)
+        if self.reusable is not None and self.executor not in (None, "process"):
+            raise ConfigError(
+                f"task {self.name!r}: reusable keeps warm processes, so it runs on the process "
+                f"executor, not {self.executor!r}"
+            )
+        # the interface encodes with the task's serializer; None leaves the choice to the manager
+        chosen = get_serializer(self.serializer)
+        if self.interface.serializer is not chosen:
+            object.__setattr__(
+                self, "interface", dataclasses.replace(self.interface, serializer=chosen)
+            )
         if self.schedule is not None:
             _check_schedule_params(self)
 
@@ -141,7 +162,7 @@ class Task(TemplateHooks):
         return self.retry or RetryPolicy(max_attempts=1)
 
     # -- copies ---------------------------------------------------------------------------------
-    def override(self, **changes: Any) -> Task:
+    def override(self, **changes: Any) -> Task[P, R]:
         """A new Task with some settings changed; name, image, docs and interface are fixed."""
         for fixed in _FIXED:
             if fixed in changes:
@@ -181,36 +202,42 @@ class Task(TemplateHooks):
         """Where this task runs unless the manager says otherwise."""
         if self.executor:
             return self.executor
+        if self.reusable is not None:
+            return "process"
         if self.cpu_bound:
             return "kubernetes" if in_cluster else "process"
         return "inline" if self.is_async else "thread"
 
     # -- calling --------------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run locally (outside a run) or as a durable child run (inside one)."""
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run locally (outside a run) or as a durable child run (inside one).
+
+        An async task called from a running event loop hands back the awaitable instead (typed
+        code should `await task.aio(...)` there).
+        """
         parent = current_run()
         if parent is not None and parent._manager is not None:
             from .workflow import call_child_sync
 
             if self.is_async and _loop_running():
-                return self.aio(*args, **kwargs)
-            return call_child_sync(parent, self, args, kwargs)
+                return cast(R, self.aio(*args, **kwargs))
+            return cast(R, call_child_sync(parent, self, args, kwargs))
         if self.is_async:
             coro = self.forward(*args, **kwargs)
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
                 return asyncio.run(coro)
-            return coro
+            return cast(R, coro)
         return self.forward_sync(*args, **kwargs)
 
-    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await the task from async code, whether its function is sync or async."""
         parent = current_run()
         if parent is not None and parent._manager is not None:
             from .workflow import call_child
 
-            return await call_child(parent, self, args, kwargs)
+            return cast(R, await call_child(parent, self, args, kwargs))
         return await self.forward(*args, **kwargs)
 
     def run_on_ray(self, *args: Any, **kwargs: Any) -> Any:
@@ -230,7 +257,7 @@ class Task(TemplateHooks):
         check_size(self.name, "input", stored, self.max_inline_io_bytes)
         return model, stored
 
-    async def forward(self, *args: Any, **kwargs: Any) -> Any:
+    async def forward(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here, with a throwaway run context, and return its typed result."""
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
@@ -242,7 +269,7 @@ class Task(TemplateHooks):
                 value = await asyncio.to_thread(self.invoke_sync, run, call_kwargs)
         return self._roundtrip(value)
 
-    def forward_sync(self, *args: Any, **kwargs: Any) -> Any:
+    def forward_sync(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Synchronous twin of `forward` for sync functions."""
         model = self.prepare(args, kwargs)
         run = TaskRun(task=self.name, params=self.interface.stored_params(model))
@@ -250,12 +277,14 @@ class Task(TemplateHooks):
             value = self.invoke_sync(run, self.interface.call_kwargs(model))
         return self._roundtrip(value)
 
-    def _roundtrip(self, value: Any) -> Any:
+    def _roundtrip(self, value: Any) -> R:
         data = self.interface.encode_result(value)
         check_size(self.name, "output", data, self.max_inline_io_bytes)
-        return value
+        return cast(R, value)
 
     def _args(self, run: TaskRun, kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.report:
+            run._report = []  # this attempt's report starts empty
         if self.pre is not None:
             kwargs = dict(self.pre(**kwargs) or kwargs)
         return ((run,) if self.interface.takes_context else ()), kwargs
@@ -265,9 +294,10 @@ class Task(TemplateHooks):
         token = set_current_run(run)
         try:
             args, kwargs = self._args(run, kwargs)
-            value = self.fn(*args, **kwargs)
-            while inspect.isawaitable(value):  # a task may return a gather() future
-                value = await value
+            with run._call_scope():
+                value = self.fn(*args, **kwargs)
+                while inspect.isawaitable(value):  # a task may return a gather() future
+                    value = await value
         finally:
             reset_current_run(token)
         return self.post(value) if self.post is not None else value
@@ -277,9 +307,10 @@ class Task(TemplateHooks):
         token = set_current_run(run)
         try:
             args, kwargs = self._args(run, kwargs)
-            value = self.fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_await(value))
+            with run._call_scope():
+                value = self.fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_await(value))
         finally:
             reset_current_run(token)
         return self.post(value) if self.post is not None else value
@@ -375,6 +406,10 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}: {value!r}")
         elif key == "queue":
             value = value or "default"
+        elif key == "reusable":
+            value = to_reuse_policy(value)
+        elif key == "serializer" and value is not None:
+            get_serializer(value)  # ConfigError naming the choices
         if key not in _FIELDS:
             raise ConfigError(f"unknown task option {key!r}")
         out[key] = value
@@ -428,55 +463,93 @@ def make_task(fn: Callable[..., Any], *, task_class: type[Task] = Task, **opts: 
     return task_class(name=name, fn=fn, interface=Interface.from_function(name, fn), **values)
 
 
-@overload
-def task(fn: Callable[..., Any], /) -> Task: ...
-@overload
-def task(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    schedule: Schedule | None = None,
-    short_description: str | None = None,
-    description: str | None = None,
-    randomize: RandomizeType | None = None,
-    max_concurrency: int | None = None,
-    priority: TaskPriority | str | None = None,
-    cpu_bound: bool | None = None,
-    k8s_config: K8sConfig | None = None,
-    timeout_seconds: float | None = None,
-    tags: Sequence[str] | None = None,
-    retry: RetryPolicy | int | None = None,
-    rate_limit_retry: RetryPolicy | None = None,
-    rate_limit: RateLimit | str | None = None,
-    env: Mapping[str, str] | None = None,
-    resources: Resources | None = None,
-    cache: CacheSpec = None,
-    secrets: Sequence[Secret | str] | Secret | str | None = None,
-    queue: str | None = None,
-    image: str | None = None,
-    pod_template: Mapping[str, Any] | str | None = None,
-    interruptible: bool | None = None,
-    max_inline_io_bytes: int | None = None,
-    triggers: Sequence[Trigger] | None = None,
-    report: bool | None = None,
-    reusable: Any = None,
-    executor: str | None = None,
-    short_name: str | None = None,
-    docs: Documentation | str | None = None,
-    debuggable: bool | None = None,
-    retention: timedelta | float | None = None,
-    **flyte_aliases: Any,
-) -> Callable[[Callable[..., Any]], Task]: ...
-def task(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
-    """Turn a function into a Task; use bare (`@task`) or with options (`@task(...)`)."""
-    if fn is not None:
-        return make_task(fn, **opts)
+class TaskDecorator(Protocol):
+    """What `@task(...)` returns: a decorator that keeps the function's types.
 
-    def decorate(f: Callable[..., Any]) -> Task:
-        return make_task(f, **opts)
+    A leading `TaskRun` parameter is the run context the framework passes, so callers do
+    not see it.
+    """
 
-    return decorate
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskRun, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[TaskRun, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class TaskFactory(Protocol):
+    """The type of `task` (and `manager.task`, `env.task`): bare, with options, or called."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskRun, P], Coroutine[Any, Any, R]], /, **opts: Any
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[TaskRun, P], R], /, **opts: Any) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /, **opts: Any) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /, **opts: Any) -> Task[P, R]: ...
+    @overload
+    def __call__(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        schedule: Schedule | str | None = None,
+        short_description: str | None = None,
+        description: str | None = None,
+        randomize: RandomizeType | None = None,
+        max_concurrency: int | None = None,
+        priority: TaskPriority | str | None = None,
+        cpu_bound: bool | None = None,
+        k8s_config: K8sConfig | None = None,
+        timeout_seconds: float | None = None,
+        tags: Sequence[str] | None = None,
+        retry: RetryPolicy | int | None = None,
+        rate_limit_retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | str | None = None,
+        env: Mapping[str, str] | None = None,
+        resources: Resources | None = None,
+        cache: CacheSpec = None,
+        secrets: Sequence[Secret | str] | Secret | str | None = None,
+        queue: str | None = None,
+        image: str | None = None,
+        pod_template: Mapping[str, Any] | str | None = None,
+        interruptible: bool | None = None,
+        max_inline_io_bytes: int | None = None,
+        triggers: Sequence[Trigger] | None = None,
+        report: bool | None = None,
+        reusable: Any = None,
+        executor: str | None = None,
+        short_name: str | None = None,
+        docs: Documentation | str | None = None,
+        debuggable: bool | None = None,
+        serializer: SerializerName | None = None,
+        retention: timedelta | float | None = None,
+        **flyte_aliases: Any,
+    ) -> TaskDecorator: ...
+
+
+def task_factory(build: Callable[[Callable[..., Any], dict[str, Any]], Task]) -> TaskFactory:
+    """A `task`-shaped decorator over `build(fn, opts)`."""
+
+    def factory(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+        if fn is not None:
+            return build(fn, opts)
+        return lambda f: build(f, opts)
+
+    return cast(TaskFactory, factory)
+
+
+task: TaskFactory = task_factory(lambda fn, opts: make_task(fn, **opts))
+"""Turn a function into a Task; use bare (`@task`), with options (`@task(...)`) or called."""
 
 
 class TaskEnvironment:
@@ -487,22 +560,15 @@ class TaskEnvironment:
         self.defaults = defaults
         self.tasks: list[Task] = []
 
-    def task(self, fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
-        """Like `@task`, with this environment's defaults under the given options.
+    @property
+    def task(self) -> TaskFactory:
+        """Like `@task`, with this environment's defaults under the given options."""
+        return task_factory(self._make)
 
-        Each task records the environment as `parent_env` (a weak reference) and its name as
-        `parent_env_name`.
-        """
+    def _make(self, fn: Callable[..., Any], opts: dict[str, Any]) -> Task:
+        # each task records the environment (a weak reference) and its name
         merged = {**self.defaults, **opts, "parent_env": weakref.ref(self),
                   "parent_env_name": self.name}  # fmt: skip
-        if fn is not None:
-            t = make_task(fn, **merged)
-            self.tasks.append(t)
-            return t
-
-        def decorate(f: Callable[..., Any]) -> Task:
-            t = make_task(f, **merged)
-            self.tasks.append(t)
-            return t
-
-        return decorate
+        t = make_task(fn, **merged)
+        self.tasks.append(t)
+        return t

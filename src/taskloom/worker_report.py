@@ -103,7 +103,10 @@ class WorkerReport(RunHooks):
                 fields["retry_in"] = max(delay, 0.0)
             fields["state"] = "retry" if last == "failure" else last
             fields.pop("traceback", None)  # the final failure prints it; a retry is one line
-            log.warning(
+            # waiting out a rate limit counts no attempt and can repeat often: not a warning
+            level = logging.DEBUG if last == "rate_limited" else logging.WARNING
+            log.log(
+                level,
                 "%s %s%s: %s; queued again%s", fields["state"], head, took, detail, wait,
                 extra=fields,
             )  # fmt: skip

@@ -30,7 +30,7 @@ async def aborts(ctx: TaskRun) -> None:
 
 @task(retry=RetryPolicy(max_attempts=2, wait=0.05))
 async def flaky(ctx: TaskRun) -> str:
-    """Fails its first attempt, then succeeds; logs each attempt."""
+    """Fails its first attempt [then succeeds]; logs each attempt."""
     ctx.logger.info("attempt %d of [flaky]", ctx.retry_attempt + 1)
     if ctx.retry_attempt == 0:
         log.warning("first attempt: failing on purpose")

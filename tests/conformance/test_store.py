@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import BaseModel
 
+from taskloom import TaskConsumer, TaskManager, task
 from taskloom.errors import CorruptRecordError
 from taskloom.ratelimit import RateLimit
 from taskloom.run import TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, RunQuery, Store
 from taskloom.store.base import QueueSettings, dt
+from taskloom.testing import run_burst
 
 from ..raw_records import Damage, damage_record
 
@@ -151,6 +155,35 @@ async def test_reclaim_leaves_live_leases(store: Store) -> None:
     assert [r.id for r in await store.reclaim(T0 + 20)] == [lease.run.id]
     [reply] = await store.heartbeat([Beat(lease)], 10, T0 + 21)
     assert not reply.alive
+
+
+async def test_a_run_saved_under_a_lease_is_held_like_a_claimed_one(store: Store) -> None:
+    """What `execute()` does: the run is written running under a lease, never claimable."""
+    here = TaskRun(task="t", state=TaskState.running, queued=dt(T0), start=dt(T0), worker="local")
+    lease = await store.save_leased(here, 10, T0)
+    assert await store.claim("w", None, 5, 10, T0) == []
+    [reply] = await store.heartbeat([Beat(lease, 0.5, "half")], 10, T0 + 8)
+    assert reply.alive and not reply.cancel_requested
+    assert await store.reclaim(T0 + 15) == []
+    assert (await store.request_cancel(here.id, T0 + 16)) is not None
+    [reply] = await store.heartbeat([Beat(lease)], 10, T0 + 16)
+    assert reply.alive and reply.cancel_requested
+    stale = await store.save_leased(here, 10, T0 + 17)  # the next attempt: a fresh lease
+    done = here.model_copy(update={"state": TaskState.success, "end": dt(T0 + 18)})
+    assert await store.finish([(lease, done)]) == [False]  # the first lease is gone
+    assert await store.finish([(stale, done)]) == [True]
+    got = await store.get(here.id)
+    assert got is not None and got.state is TaskState.success
+
+
+async def test_a_leased_run_whose_holder_died_is_reclaimed_and_claimed(store: Store) -> None:
+    here = TaskRun(task="t", state=TaskState.running, queued=dt(T0), start=dt(T0), worker="local")
+    lease = await store.save_leased(here, 10, T0)
+    [back] = await store.reclaim(T0 + 11)
+    assert back.id == here.id and back.state is TaskState.queued
+    [again] = await store.claim("w", None, 1, 10, T0 + 12)
+    assert again.run.id == here.id and again.run.attempts[-1].state is TaskState.interrupted
+    assert await store.finish([(lease, here)]) == [False]
 
 
 async def test_finish_requeue_with_execute_after(store: Store) -> None:
@@ -464,6 +497,88 @@ async def test_stored_schedules_put_list_delete(store: Store) -> None:
     assert await store.delete_schedule("nightly") is True
     assert await store.delete_schedule("nightly") is False
     assert list(await store.stored_schedules()) == ["hourly"]
+
+
+# -- typed results: what the manager hands back on every store -----------------------------------
+class Receipt(BaseModel):
+    order: str
+    total: float
+    at: datetime
+
+
+@dataclass
+class Span:
+    start: datetime
+    hours: int
+
+
+class Blob:
+    """No JSON form at all: only the opt-in pickle serializer can keep it."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+@task
+def receipt(order: str) -> Receipt:
+    return Receipt(order=order, total=12.5, at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC))
+
+
+@task
+def span(hours: int) -> Span:
+    return Span(start=datetime(2030, 1, 1, tzinfo=UTC), hours=hours)
+
+
+@task
+async def stamp() -> datetime:
+    return datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+@task(serializer="pickle")
+def wrap(blob: Blob) -> Blob:
+    return Blob(blob.payload * 2)
+
+
+@task
+def unwrap_blob(blob: Blob) -> bytes:
+    return blob.payload
+
+
+async def test_results_come_back_as_the_declared_type(store: Store) -> None:
+    manager = TaskManager(store, tasks=[receipt, span, stamp, wrap], poll_interval=0.1)
+    executed = await manager.execute("receipt", order="A-1")
+    assert executed.result == Receipt(
+        order="A-1", total=12.5, at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+    )
+    assert (await manager.get_run(executed.id)).result == executed.result
+
+    queued = await manager.queue("span", hours=3)
+    await run_burst(manager)
+    waited = await manager.wait(queued.id)
+    assert waited.result == Span(start=datetime(2030, 1, 1, tzinfo=UTC), hours=3)
+    assert (await manager.get_run(queued.id)).result == waited.result
+
+    consumer = TaskConsumer(manager, grace_seconds=5)
+    serving = asyncio.create_task(consumer.run())
+    try:
+        stamped = await manager.queue_and_wait("stamp", timeout=30)
+        wrapped = await manager.queue_and_wait("wrap", blob=Blob(b"ab"), timeout=30)
+    finally:
+        await consumer.stop()
+        await serving
+    assert stamped.result == datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert isinstance(wrapped.result, Blob) and wrapped.result.payload == b"abab"
+    # what the store keeps stays JSON: the pickled value sits in a one-key envelope
+    raw = await store.get(wrapped.id)
+    assert raw is not None and set(raw.result) == {"__pickle__"}
+    assert set(raw.params["blob"]) == {"__pickle__"}
+
+
+async def test_manager_wide_pickle_serializer(store: Store) -> None:
+    manager = TaskManager(store, tasks=[unwrap_blob], serializer="pickle")
+    done = await manager.execute("unwrap_blob", blob=Blob(b"xyz"))
+    assert done.state is TaskState.success and done.result == b"xyz"
+    assert (await manager.get_run(done.id)).result == b"xyz"
 
 
 @pytest.mark.parametrize("how", ["broken", "wrong_shape"])

@@ -73,8 +73,7 @@ def test_store_failures_are_one_line(cli: Cli, tmp_path: Path) -> None:
 def test_brackets_print_verbatim(cli: Cli) -> None:
     failed = cli("run", "fails", "why=expected list[int], got str")
     assert failed.returncode == 1 and "expected list[int], got str" in failed.stderr
-    hint = cli("--help")
-    assert hint.returncode == 0
+    assert "Fails its first attempt [then succeeds]" in cli("ls", COLUMNS="200").stdout
     run_id = cli("enqueue", "fails", "why=see [docs] for list[int]").stdout.strip()
     assert cli("worker", "--burst").returncode == 0
     shown = cli("show", run_id)

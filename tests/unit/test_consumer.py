@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,6 +20,8 @@ from taskloom import (
     TaskState,
     task,
 )
+from taskloom.store.base import Lease
+from taskloom.store.memory import MemoryStore
 from taskloom.testing import FakeClock, run_burst
 
 
@@ -400,3 +403,43 @@ async def test_worker_survives_a_store_outage() -> None:
         run = await m.queue("echo", x=7)
         await run_burst(m)
         assert (await m.get_run(run.id)).result == 7 and store.outages == 0
+
+
+class _MalformedFinish(MemoryStore):
+    """A store whose finish answers with the wrong number of results."""
+
+    async def finish(self, items: Sequence[tuple[Lease, TaskRun]]) -> list[bool]:
+        await super().finish(items)
+        return []
+
+
+@task
+async def _noop() -> None:
+    """Does nothing."""
+
+
+@pytest.mark.parametrize("burst", [True, False])
+async def test_a_dead_background_task_stops_the_consumer_with_its_error(burst: bool) -> None:
+    async with TaskManager(_MalformedFinish(), tasks=[_noop]) as m:
+        await m.queue("_noop")
+        consumer = TaskConsumer(m, grace_seconds=1)
+        with pytest.raises(ValueError, match="zip"):
+            await asyncio.wait_for(consumer.run(burst=burst), 20)
+        assert consumer.active == 0
+
+
+async def test_a_dead_background_task_ends_the_async_with_block() -> None:
+    async with TaskManager(_MalformedFinish(), tasks=[_noop]) as m:
+        with pytest.raises(ValueError, match="zip"):
+            async with TaskConsumer(m, grace_seconds=1) as consumer:
+                await m.queue("_noop")
+                await asyncio.wait_for(consumer._done.wait(), 20)
+
+
+async def test_the_manager_reports_live_workers_and_pings_the_store() -> None:
+    async with TaskManager("memory://", tasks=[_noop]) as m:
+        await m.ping()
+        assert await m.workers() == []
+        async with TaskConsumer(m) as consumer:
+            await m.queue_and_wait("_noop", timeout=10)
+            assert [w.worker for w in await m.workers()] == [consumer.worker_id]

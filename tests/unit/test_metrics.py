@@ -92,6 +92,27 @@ async def test_gauges_are_read_from_the_store_on_scrape() -> None:
     assert "taskloom_store_up 1.0" in text
 
 
+async def test_queue_lag_is_the_oldest_queued_runs_age_per_queue() -> None:
+    clock = FakeClock()
+    hooks = PrometheusHooks()
+    manager = TaskManager("memory://", tasks=[ok, elsewhere], hooks=[hooks], clock=clock)
+    async with manager:
+        await manager.queue("ok")
+        clock.advance(30)
+        await manager.queue("ok")
+        clock.advance(12)
+        await hooks.scrape(manager)
+
+        def lag(queue: str) -> float | None:
+            return hooks.registry.get_sample_value("taskloom_queue_lag_seconds", {"queue": queue})
+
+        assert lag("default") == 42.0  # the older of the two
+        assert lag("other") == 0.0  # nothing queued there
+        await run_burst(manager)
+        await hooks.scrape(manager)
+        assert lag("default") == 0.0
+
+
 def test_each_instance_has_its_own_registry() -> None:
     first, second = PrometheusHooks(), PrometheusHooks()  # no duplicate-metric error
     assert first.registry is not second.registry

@@ -10,11 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from taskloom import TaskManager, TaskState
+import pytest
+
+from taskloom import TaskManager, TaskRun, TaskState
 from taskloom.logs import TextFormatter, setup_logging
-from taskloom.worker_report import redact_url
+from taskloom.run import Attempt
+from taskloom.worker_report import WorkerReport, redact_url
 from tests.apps.cancel_app import sleepy
 from tests.apps.cli_app import add, fails, flaky
 
@@ -129,3 +133,15 @@ async def test_second_signal_stops_at_once_and_requeues(tmp_path: Path) -> None:
         assert after.retry_attempt == 0
         # a clean exit takes the worker off the live list at once (its lease is 180 s)
         assert await m.store.workers(m.clock()) == []
+
+
+async def test_rate_limit_waits_are_debug_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """Waiting out a limit counts no attempt and can repeat hundreds of times: not a warning."""
+    start = datetime(2027, 1, 1, tzinfo=UTC)
+    run = TaskRun(task="limited", state=TaskState.queued, execute_after=start)
+    run.attempts.append(Attempt(attempt=0, state=TaskState.rate_limited, start=start, end=start))
+    run.error = {"type": "RateLimitError", "message": "max_concurrency=2 reached"}
+    caplog.set_level(logging.DEBUG, logger="taskloom.worker")
+    await WorkerReport().after_run(run, None)
+    [record] = caplog.records
+    assert record.levelno == logging.DEBUG and "rate_limited limited" in record.getMessage()

@@ -72,7 +72,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @api.get("/{run_id}", response_model=RunDetail, responses=missing, summary="One run")
     async def get_run(run_id: str) -> RunDetail:
         """A run in full, with its attempts, error, progress and newest children."""
-        run = await manager.get_run(run_id)
+        run = await manager.get_run(run_id, decode=False)  # JSON as stored, whatever the type
         children, more = await page(manager, CHILDREN_PAGE, parent_id=run_id)
         return RunDetail.with_children(run, children, more)
 

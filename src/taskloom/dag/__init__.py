@@ -13,5 +13,16 @@ from .faults import InjectedFaultError
 from .graph import DAG
 from .node import Node, NodeContext
 from .result import DagResult, NodeMetrics
+from .runtime import NodeRuntime, PartitionInfo, current_node
 
-__all__ = ["DAG", "DagResult", "InjectedFaultError", "Node", "NodeContext", "NodeMetrics"]
+__all__ = [
+    "DAG",
+    "DagResult",
+    "InjectedFaultError",
+    "Node",
+    "NodeContext",
+    "NodeMetrics",
+    "NodeRuntime",
+    "PartitionInfo",
+    "current_node",
+]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DagCycleError
@@ -60,6 +61,8 @@ class DAG:
         speculation_interval: float = 0.5,
         max_parallel: int | None = None,
         timeout: float | None = None,
+        output_root: str | os.PathLike[str] | None = None,
+        gpus: int | Sequence[str | int] | None = None,
     ) -> DagResult:
         """Run every node once its dependencies are done; return results and metrics.
 
@@ -71,6 +74,10 @@ class DAG:
         `max_parallel` bounds runs in flight; `timeout` bounds the whole DAG
         (`TaskTimeoutError`, after every started node's cleanup). A node that fails for good
         raises `TaskFailedError` once every started node has cleaned up.
+        `output_root`: each node writes to `current_node().output_path`, a staging directory
+        moved to `<output_root>/<output_name>[/<partition>]` when the partition succeeds.
+        `gpus`: the local GPUs nodes with a `gpu_limit` get (a count, device ids, or None
+        for `CUDA_VISIBLE_DEVICES`), whole devices each, never one device to two runs.
         """
         from .runner import DagOptions, DagRunner
 
@@ -78,7 +85,8 @@ class DAG:
             fail_prob=fail_prob, seed=seed, speculation_quantile=speculation_quantile,
             speculation_min_seconds=speculation_min_seconds,
             speculation_interval=speculation_interval, max_parallel=max_parallel,
-            timeout=timeout,
+            timeout=timeout, output_root=None if output_root is None else os.fspath(output_root),
+            gpus=gpus if gpus is None or isinstance(gpus, int) else tuple(gpus),
         )  # fmt: skip
         return await DagRunner(self, manager, options).run()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,19 @@ class NodeContext:
 LifecycleHook = Callable[[NodeContext], Awaitable[None] | None]
 
 
+def partition_dims(name: str, partitions: int | Mapping[str, int] | None) -> dict[str, int]:
+    """Dimension name → size; an int is one dimension named `partition`."""
+    if partitions is None:
+        return {}
+    dims = {"partition": partitions} if isinstance(partitions, int) else dict(partitions)
+    for dim, size in dims.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"node {name!r}: partitions must be >= 1, got {dim}={size!r}")
+    if not dims:
+        raise ConfigError(f"node {name!r}: partitions needs at least one dimension")
+    return dims
+
+
 async def call_hook(hook: LifecycleHook | None, ctx: NodeContext) -> None:
     """Call a sync or async lifecycle hook."""
     if hook is None:
@@ -49,22 +63,30 @@ class Node:
 
     The task receives each dependency's result as the keyword named after that dependency (a
     list with one item per partition when the dependency is partitioned). With `partitions=N`
-    the task runs N times, each its own run, and receives `partition: int`. `cpu_limit`,
-    `gpu_limit` and `memory_limit` become the task's `Resources`; `retry` its retry policy.
-    Lifecycle: `initialize → run → finalize`; `cleanup` always runs once `initialize` was
-    called, also on error, timeout or cancel. `speculative=False` opts out of speculation.
+    the task runs N times, each its own run, and receives `partition: int`; a mapping such as
+    `{"file": 4, "shard": 2}` partitions along several dimensions (8 runs, `partition` is the
+    flat number; `current_node().partition_infos` has each dimension's index).
+    `cpu_limit`, `gpu_limit` and `memory_limit` become the task's `Resources` (a run with a
+    `gpu_limit` also gets whole local GPUs of its own, see `DAG.run(gpus=...)`); `retry` its
+    retry policy. Lifecycle: `initialize → run → finalize`; `cleanup` always runs once
+    `initialize` was called, also on error, timeout or cancel. `speculative=False` opts out of
+    speculation. `fail_prob` replaces the DAG-wide fault probability for this node;
+    `skip_when_any_input_empty` skips the node (result None) when a dependency's result is
+    empty; `perf_profile` profiles each run with cProfile into `metrics.profile`;
+    `output_name` names its directory under `DAG.run(output_root=...)` (default: the name).
     """
 
     __slots__ = (
-        "cleanup", "cpu_limit", "finalize", "gpu_limit", "initialize", "input_deps",
-        "memory_limit", "name", "partitions", "retry", "speculative", "task",
+        "cleanup", "cpu_limit", "fail_prob", "finalize", "gpu_limit", "initialize", "input_deps",
+        "memory_limit", "name", "output_name", "partition_dims", "partitions", "perf_profile",
+        "retry", "skip_when_any_input_empty", "speculative", "task",
     )  # fmt: skip
 
     def __init__(
         self,
         task: Task,
         input_deps: Sequence[Node | str] = (),
-        partitions: int | None = None,
+        partitions: int | Mapping[str, int] | None = None,
         initialize: LifecycleHook | None = None,
         finalize: LifecycleHook | None = None,
         cleanup: LifecycleHook | None = None,
@@ -75,17 +97,26 @@ class Node:
         speculative: bool = True,
         *,
         name: str | None = None,
+        fail_prob: float | None = None,
+        skip_when_any_input_empty: bool = False,
+        perf_profile: bool = False,
+        output_name: str | None = None,
     ) -> None:
         if not isinstance(task, Task):
             raise ConfigError(f"Node needs a Task (use @task), got {task!r}")
-        if partitions is not None and (isinstance(partitions, bool) or partitions < 1):
-            raise ConfigError(f"node {task.name!r}: partitions must be >= 1, got {partitions!r}")
+        self.partition_dims = partition_dims(task.name, partitions)
+        if fail_prob is not None and not 0.0 <= fail_prob < 1.0:
+            raise ConfigError(f"node {task.name!r}: fail_prob must be in [0, 1), got {fail_prob}")
+        if gpu_limit is not None and gpu_limit < 0:
+            raise ConfigError(f"node {task.name!r}: gpu_limit must be >= 0, got {gpu_limit}")
         self.task = task
         self.name = name or task.name
         self.input_deps: tuple[str, ...] = tuple(
             d.name if isinstance(d, Node) else str(d) for d in input_deps
         )
-        self.partitions = partitions
+        self.partitions: int | None = (
+            math.prod(self.partition_dims.values()) if self.partition_dims else None
+        )
         self.initialize = initialize
         self.finalize = finalize
         self.cleanup = cleanup
@@ -94,6 +125,10 @@ class Node:
         self.memory_limit = memory_limit
         self.retry = retry
         self.speculative = speculative
+        self.fail_prob = fail_prob
+        self.skip_when_any_input_empty = skip_when_any_input_empty
+        self.perf_profile = perf_profile
+        self.output_name = output_name or self.name
         Resources(cpu=cpu_limit, memory=memory_limit)  # bad quantities fail here, not mid-run
 
     def __repr__(self) -> str:

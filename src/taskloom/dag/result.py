@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pstats
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ class NodeMetrics:
     launched (partitions and speculative copies), `attempts` and `failures` their attempts;
     `speculative` the copies launched and `speculative_wins` those that won; `run_seconds`
     sums the winning runs' execution time; `counters` sums what tasks put in `ctx.metrics`.
+    `skipped` is True when `skip_when_any_input_empty` skipped the node; `profile` holds the
+    cProfile statistics of its winning runs (`Node(perf_profile=True)`), merged.
     """
 
     elapsed: float = 0.0
@@ -29,6 +32,8 @@ class NodeMetrics:
     speculative_wins: int = 0
     run_seconds: float = 0.0
     counters: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    profile: pstats.Stats | None = None
 
     def count_runs(self, launched: Sequence[TaskRun], winners: Sequence[TaskRun]) -> None:
         """Fold the node's runs into the figures."""

@@ -7,18 +7,25 @@ import contextlib
 import functools
 import logging
 import os
+import pstats
 import random
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sized
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TaskFailedError, TaskTimeoutError
 from ..run import TaskRun, TaskState, current_run, new_run_id
 from ..task import Task
 from .faults import FaultingPre, FaultInjector
+from .gpus import ENV as GPU_ENV
+from .gpus import GpuPool, gpus_needed
 from .node import Node, NodeContext, call_hook
 from .result import DagResult, NodeMetrics
+from .runtime import STAGING_DIR, NodeRuntime, partition_infos
 from .speculation import Race, SpeculationPolicy, watch
 
 if TYPE_CHECKING:
@@ -39,6 +46,8 @@ class DagOptions:
     speculation_interval: float = 0.5
     max_parallel: int | None = None
     timeout: float | None = None
+    output_root: str | None = None
+    gpus: int | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fail_prob < 1.0:
@@ -59,7 +68,13 @@ class DagRunner:
         self.options = options
         self.dag_id = new_run_id()
         self.seed = options.seed if options.seed is not None else random.randrange(2**32)
-        self.injector = FaultInjector(options.fail_prob, self.seed)
+        self.injectors = {
+            name: FaultInjector(
+                options.fail_prob if node.fail_prob is None else node.fail_prob, self.seed
+            )
+            for name, node in dag.nodes.items()
+        }
+        self.gpus = GpuPool(options.gpus)
         q = options.speculation_quantile
         self.policy = (
             None if q is None
@@ -76,7 +91,34 @@ class DagRunner:
 
     async def run(self) -> DagResult:
         """Run every node; raise the first node failure after every started node cleaned up."""
+        for node in self.dag.nodes.values():
+            if self._local_gpus(node):
+                self.gpus.check(node.name, gpus_needed(node.gpu_limit))
         await self.manager.connect()
+        with self._scratch():
+            return await self._run()
+
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[None]:
+        """Profiles and staging directories of this run, removed when it ends."""
+        self._profiles = tempfile.mkdtemp(prefix=f"taskloom-dag-{self.dag_id}-")
+        try:
+            yield
+        finally:
+            shutil.rmtree(self._profiles, ignore_errors=True)
+            if self.options.output_root is not None:
+                shutil.rmtree(self._staging_root(), ignore_errors=True)
+
+    def _staging_root(self) -> Path:
+        assert self.options.output_root is not None
+        return Path(self.options.output_root) / STAGING_DIR / self.dag_id
+
+    def _local_gpus(self, node: Node) -> bool:
+        # Ray and Kubernetes place GPU runs themselves
+        executor = node.task.executor_name()
+        return bool(gpus_needed(node.gpu_limit)) and executor not in ("ray", "kubernetes")
+
+    async def _run(self) -> DagResult:
         for name in self.dag.order:
             node = self.dag.nodes[name]
             self._nodes[name] = asyncio.create_task(self._node(node), name=f"dag-node-{name}")
@@ -111,6 +153,11 @@ class DagRunner:
     async def _node(self, node: Node) -> Any:
         # shield: cancelling a dependent must not cancel a dependency other nodes wait for
         inputs = {d: await asyncio.shield(self._nodes[d]) for d in node.input_deps}
+        if node.skip_when_any_input_empty and any(
+            _empty(value, bool(self.dag.nodes[d].partitions)) for d, value in inputs.items()
+        ):
+            self.metrics[node.name].skipped = True
+            return None
         ctx = NodeContext(node.name, node.partitions, inputs)
         started = time.perf_counter()
         try:
@@ -166,6 +213,7 @@ class DagRunner:
                     where = f", partition {run.params.get('partition')}" if node.partitions else ""
                     failure.add_note(f"in DAG node {node.name!r}{where}")
                     raise failure
+                self._settled(node, run)
             return [s.result() for s in settles]
         finally:
             for race in races:
@@ -179,6 +227,37 @@ class DagRunner:
             metrics.speculative = sum(len(r.copies) - 1 for r in races)
             metrics.speculative_wins = sum(1 for r in races if r.winner_copy)
 
+    def _settled(self, node: Node, run: TaskRun) -> None:
+        """A partition succeeded: publish its output, keep its profile."""
+        runtime = run._node
+        if not isinstance(runtime, NodeRuntime):
+            return
+        runtime.publish()
+        if runtime.profile_path and os.path.exists(runtime.profile_path):
+            metrics = self.metrics[node.name]
+            if metrics.profile is None:
+                metrics.profile = pstats.Stats(runtime.profile_path)
+            else:
+                metrics.profile.add(runtime.profile_path)
+
+    def _runtime(
+        self, node: Node, run: TaskRun, partition: int, copy: int, ranks: tuple[int, ...]
+    ) -> NodeRuntime:
+        root = self.options.output_root
+        where = f"{partition}-{copy}"
+        return NodeRuntime(
+            dag_id=self.dag_id, node=node.name, seed=self.seed, run_id=run.id,
+            partition=partition if node.partitions else None,
+            partition_infos=partition_infos(node.partition_dims, partition),
+            output_name=node.output_name, output_root=root,
+            staging=str(self._staging_root() / node.name / where) if root is not None else None,
+            gpus=tuple(self.gpus.devices[r] for r in ranks), gpu_ranks=ranks,
+            cpu_limit=node.cpu_limit, gpu_limit=node.gpu_limit, memory_limit=node.memory_limit,
+            perf_profile=node.perf_profile,
+            profile_path=os.path.join(self._profiles, f"{node.name}-{where}.prof")
+            if node.perf_profile else None,
+        )  # fmt: skip
+
     # -- one run of one partition -----------------------------------------------------------------
     async def _copy(
         self, node: Node, task: Task, inputs: dict[str, Any], partition: int, copy: int
@@ -186,18 +265,22 @@ class DagRunner:
         kwargs = dict(inputs)
         if node.partitions:
             kwargs["partition"] = partition
-        if self.options.fail_prob > 0:
-            task = task.override(
-                pre=FaultingPre(self.injector, node.name, partition, copy, task.pre)
-            )
+        injector = self.injectors[node.name]
+        if injector.fail_prob > 0:
+            task = task.override(pre=FaultingPre(injector, node.name, partition, copy, task.pre))
         model = task.prepare((), kwargs)
-        async with self._slot():
+        gpus = gpus_needed(node.gpu_limit) if self._local_gpus(node) else 0
+        async with self._slot(), self.gpus.lease(gpus) as ranks:
+            if ranks:
+                visible = ",".join(self.gpus.devices[r] for r in ranks)
+                task = task.override(env={**task.env, GPU_ENV: visible})
             lifecycle = self.manager.lifecycle
             run = lifecycle.build_here(
                 task, task.interface.stored_params(model), parent=self.parent,
                 worker=self.worker,
                 tags=[*task.tags, f"dag:{self.dag_id}", f"dag-node:{node.name}"],
             )  # fmt: skip
+            run._node = self._runtime(node, run, partition, copy, ranks)
             self.launched[node.name].append(run)
             return await lifecycle.start_here(task, run)
 
@@ -208,3 +291,11 @@ class DagRunner:
             return
         async with self._slots:
             yield
+
+
+def _empty(value: Any, partitioned: bool) -> bool:
+    """smallpond's empty input: None or an empty collection; a partitioned result is empty
+    when every partition's is."""
+    if partitioned and isinstance(value, list):
+        return all(_empty(v, False) for v in value)
+    return value is None or (isinstance(value, Sized) and len(value) == 0)

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import serde
+from ..runlog import forwarded_records
 from .remote import Reply, error_reply, locate, run_request
 
 
@@ -49,17 +50,24 @@ def applied_env(env: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def memory_limit(limit: int | None) -> Iterator[None]:
-    """Lower the soft RLIMIT_AS to `limit` bytes for one run (address space, not RSS)."""
+def memory_limit(limit: int | None, hard_limit: int | None = None) -> Iterator[None]:
+    """Lower the soft RLIMIT_AS to `limit` bytes for one run (address space, not RSS).
+
+    `hard_limit` lowers the hard limit too, for good: no unprivileged process can raise it.
+    """
     try:
         import resource
     except ImportError:  # not on POSIX: nothing to enforce with
-        limit = None
-    if not limit:
+        limit = hard_limit = None
+    if not limit and not hard_limit:
         yield
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    new = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    if hard_limit and (hard == resource.RLIM_INFINITY or hard_limit < hard):
+        hard = hard_limit
+        soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
+    new = limit or hard
+    new = new if hard == resource.RLIM_INFINITY else min(new, hard)
     resource.setrlimit(resource.RLIMIT_AS, (new, hard))
     try:
         yield
@@ -97,7 +105,7 @@ def run_scope(request: Mapping[str, Any], slot: int) -> Iterator[None]:
     with (
         applied_env(request.get("env") or {}),
         cpu_affinity(limits.get("cpu"), slot),
-        memory_limit(limits.get("memory")),
+        memory_limit(limits.get("memory"), limits.get("memory_hard")),
     ):
         yield
 
@@ -113,9 +121,10 @@ def handle(request: Mapping[str, Any], slot: int, send: _Sender) -> Reply:
     def progress(fraction: float | None, note: str | None) -> None:
         send({"kind": "progress", "run_id": run_id, "progress": fraction, "note": note})
 
-    return run_request(
-        task, dict(request), scope=lambda: run_scope(request, slot), on_progress=progress
-    )
+    with forwarded_records(task, run_id, send):
+        return run_request(
+            task, dict(request), scope=lambda: run_scope(request, slot), on_progress=progress
+        )
 
 
 def child_main(conn: Connection, slot: int) -> None:

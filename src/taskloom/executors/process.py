@@ -26,11 +26,13 @@ from typing import Any
 from .. import serde
 from ..errors import ConfigError, TaskFailedError
 from ..outcome import value_of
+from ..policies import parse_memory
 from ..run import TaskRun
+from ..runlog import replay_record
 from ..task import Task
 from ._child import child_main
 from .base import RunEnv, with_timeout
-from .remote import Reply, Request, build_request, task_address
+from .remote import Reply, Request, build_request, take_report, task_address
 
 START_METHODS = ("spawn", "forkserver")
 
@@ -50,6 +52,15 @@ class ProcessDiedError(TaskFailedError):
         super().__init__(message, run_id=run_id, type_name="ProcessDiedError")
         self.pid = pid
         self.exitcode = exitcode
+
+
+class OutOfMemoryError(TaskFailedError):
+    """A run ran out of memory in its child: it went past its memory limit (an rlimit on the
+    address space, from the task's `Resources` or `ProcessExecutor.set_memory_limit`)."""
+
+    def __init__(self, message: str, *, limit: int | None, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id, type_name="OutOfMemoryError")
+        self.limit = limit
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -111,6 +122,11 @@ def limits_for(task: Task) -> dict[str, Any]:
     return {"memory": res.memory_bytes, "cpu": res.cpu_cores}
 
 
+def _lowest(*limits: int | None) -> int | None:
+    given = [limit for limit in limits if limit]
+    return min(given) if given else None
+
+
 class ProcessExecutor:
     """A warm pool of `size` spawned interpreters running cpu_bound tasks, one run each.
 
@@ -155,6 +171,47 @@ class ProcessExecutor:
         self._slots: asyncio.Semaphore | None = None
         self._reapers: set[asyncio.Task[None]] = set()  # kills that outlive their caller
         self._started = False
+        self._memory: tuple[int | None, int | None] = (None, None)
+
+    # -- memory ---------------------------------------------------------------------------------
+    def set_memory_limit(
+        self, soft_limit: int | str | None, hard_limit: int | str | None = None
+    ) -> None:
+        """Cap the address space of every run (bytes or a quantity such as '512Mi').
+
+        A run past `soft_limit` fails with `OutOfMemoryError`; a task's own lower
+        `Resources(memory=...)` still wins. `hard_limit` also lowers the children's hard
+        rlimit, which a process can never raise again: children are replaced to lift it.
+        """
+        soft, hard = parse_memory(soft_limit), parse_memory(hard_limit)
+        for name, value in (("soft_limit", soft), ("hard_limit", hard)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be > 0 bytes, got {value}")
+        if soft is not None and hard is not None and soft > hard:
+            raise ConfigError(f"soft_limit ({soft}) must not exceed hard_limit ({hard})")
+        self._memory = (soft, hard)
+        if self._started:
+            for child in list(self._idle):  # idle children may carry an older hard limit
+                self._idle.remove(child)
+                self._children.discard(child)
+                self._background(self._kill(child, polite=True))
+                self._idle.append(self._spawn())
+
+    @staticmethod
+    def oom(
+        failure: TaskRun | TaskFailedError | dict[str, Any] | None,
+        nonzero_exitcode_as_oom: bool = False,
+    ) -> bool:
+        """True if a run (or its error) failed for lack of memory: `OutOfMemoryError`, or
+        with `nonzero_exitcode_as_oom` also a child that died (often the kernel's OOM killer)."""
+        if isinstance(failure, TaskRun):
+            failure = failure.error
+        if isinstance(failure, TaskFailedError):
+            failure = failure.to_dict()
+        kind = (failure or {}).get("type")
+        return kind == "OutOfMemoryError" or (
+            nonzero_exitcode_as_oom and kind == "ProcessDiedError"
+        )
 
     @property
     def pids(self) -> list[int]:
@@ -207,7 +264,11 @@ class ProcessExecutor:
         request = build_request(task, run, kwargs)
         request["address"] = task_address(task)
         request["env"] = dict(task.env)
-        request["limits"] = limits_for(task)
+        limits = request["limits"] = limits_for(task)
+        soft, hard = self._memory
+        if soft is not None or hard is not None:
+            limits["memory"] = _lowest(limits.get("memory"), soft, hard)
+            limits["memory_hard"] = hard
         await self.start()
         assert self._slots is not None
         async with self._slots:
@@ -225,6 +286,15 @@ class ProcessExecutor:
                 await self._discard(child, replace=True)
                 raise
             self._checkin(child)
+        take_report(run, reply)
+        error = reply.get("error") or {}
+        if not reply.get("ok") and error.get("type") == "MemoryError":
+            limit = limits.get("memory")
+            raise OutOfMemoryError(
+                f"task {task.name!r} ran out of memory"
+                + (f" (limit {limit} bytes of address space)" if limit else ""),
+                limit=limit, run_id=run.id,
+            ) from TaskFailedError.from_dict(error)  # fmt: skip
         return value_of(task, reply)
 
     async def _checkout(self, task: Task, run: TaskRun) -> _Child:
@@ -271,10 +341,14 @@ class ProcessExecutor:
             raise _Gone from None
         while True:
             message = await self._recv(child)
-            if message.get("kind") != "progress":
+            kind = message.get("kind")
+            if kind != "progress" and kind != "log":
                 return message
             if message.get("run_id") != run.id:
                 continue  # a thread of the previous run reporting after it returned
+            if kind == "log":
+                replay_record(run, message)
+                continue
             run.progress, run.progress_note = message.get("progress"), message.get("note")
             env.heartbeat()
 

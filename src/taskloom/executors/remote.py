@@ -68,13 +68,16 @@ def locate(address: tuple[str, str] | list[str]) -> Task:
 def build_request(task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Request:
     """The JSON-ready request for one attempt (no secret values, no live objects)."""
     model = task.interface.inputs.model_validate(kwargs)
-    return {
+    request = {
         "kind": "run",
         "task": task.name,
         "params": task.interface.stored_params(model),
         "run": run.record().model_dump(mode="json"),
         "secrets": [dataclasses.asdict(s) for s in task.secrets],
     }
+    if run._node is not None:  # a DAG node's runtime travels with its run
+        request["node"] = run._node.to_dict()
+    return request
 
 
 def error_reply(exc: BaseException, run_id: str | None) -> Reply:
@@ -95,9 +98,14 @@ def run_request(
     before the reply is built: a run that hit its memory limit can still report it.
     """
     run_id = request.get("run", {}).get("id")
+    run: TaskRun | None = None
     try:
         run = TaskRun.model_validate(request["run"])
-        kwargs = task.interface.call_kwargs(task.interface.validate(request["params"]))
+        if request.get("node") is not None:
+            from ..dag.runtime import NodeRuntime  # only DAG runs carry one
+
+            run._node = NodeRuntime.from_dict(request["node"])
+        kwargs = task.interface.call_kwargs(task.interface.validate_stored(request["params"]))
         if on_progress is not None:
             report = on_progress
             run._on_progress = lambda r: report(r.progress, r.progress_note)
@@ -108,6 +116,15 @@ def run_request(
                 value = task.invoke_sync(run, kwargs)
             finally:
                 run._secrets = {}
-        return {"kind": "result", **outcome.success(task.interface.encode_result(value))}
+        reply: Reply = {"kind": "result", **outcome.success(task.interface.encode_result(value))}
     except BaseException as exc:  # every failure of the task becomes data
-        return error_reply(exc, run_id)
+        reply = error_reply(exc, run_id)
+    if run is not None and run._report is not None:
+        reply["report"] = run._report  # what the task reported, even if it then failed
+    return reply
+
+
+def take_report(run: TaskRun, reply: Reply) -> None:
+    """Put the report parts a reply carries on the parent's live run (`ReportHooks` saves them)."""
+    if reply.get("report") is not None:
+        run._report = list(reply["report"])

@@ -106,7 +106,7 @@ async def worker_alive(app_spec: str | None, host: str) -> bool:
 
     manager = load_manager(app_spec)
     async with manager:
-        workers = await manager.store.workers(manager.clock())
+        workers = await manager.workers()
     return any(w.worker.startswith(f"{host}-") for w in workers)
 
 

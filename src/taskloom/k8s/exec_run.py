@@ -39,7 +39,7 @@ def _secrets(task: Task) -> dict[str, str]:
 
 
 async def _call(manager: TaskManager, task: Task, run: TaskRun) -> Any:
-    model = task.interface.validate(run.params)
+    model = task.interface.validate_stored(run.params)
     kwargs = task.interface.call_kwargs(model)
     run._manager = manager
     run._secrets = _secrets(task)
@@ -82,6 +82,10 @@ async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = N
         traceback.print_exc()
         result = outcome.failure(exc, run.id)
         code = 1
+    if run._report:  # the worker's ReportHooks never sees this pod's run object
+        from ..report import save_report
+
+        await save_report(manager.store, run, manager.clock, run._report)
     channel = StoreOutcomes(manager.store, manager.store.url, manager.clock)
     await channel.put(run.id, attempt, result, config.job_ttl + OUTCOME_MARGIN_SECONDS)
     return code
