@@ -30,6 +30,8 @@ def _log(run_id: str) -> None:
 async def work(ctx: TaskRun, i: int, pause: float = 0.02) -> int:
     """Log the execution, take `pause` seconds (so kills and cuts land mid-run), return i."""
     _log(ctx.id)
+    if os.environ.get("CHAOS_HOLD"):  # this process is about to be killed: never finish here
+        await asyncio.sleep(3600)
     await asyncio.sleep(pause)
     return i
 

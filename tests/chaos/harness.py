@@ -17,6 +17,8 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskloom import RunNotFoundError, TaskManager, TaskState
-from tests.apps.workers import spawn_worker
+from tests.apps.workers import PYTHONPATH, spawn_worker
 from tests.conftest import postgres_url, redis_url, store_url
 
 from . import chaos_app
 
 APP = "tests.chaos.chaos_app:make"
+ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["sqlite", "redis", "postgres"]
 DEADLINE = 90.0  # seconds for every run of a case to settle
 FINISHING = {TaskState.success, TaskState.failure, TaskState.aborted, TaskState.rate_limited}
@@ -102,6 +105,22 @@ class Chaos:
         proc = spawn_worker(APP, self.env, concurrency=8)
         self.workers.append(proc)
         return proc
+
+    def spawn_caller(self, runs: int) -> subprocess.Popen[bytes]:
+        """A process running `runs` runs with execute() that hold until it is killed."""
+        env = {**self.env, "CHAOS_HOLD": "1", "PYTHONPATH": PYTHONPATH}
+        self.caller_log = tempfile.TemporaryFile()  # never an unread pipe: it could fill
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.chaos.execute_here", str(runs)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.caller_log,
+        )  # fmt: skip
+        self.workers.append(proc)
+        return proc
+
+    def caller_errors(self) -> str:
+        """What the execute() process wrote to stderr."""
+        self.caller_log.seek(0)
+        return self.caller_log.read().decode(errors="replace")
 
     async def note_in_flight(self) -> None:
         """Count the runs running right now (a fault is about to strike)."""

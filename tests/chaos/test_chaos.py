@@ -7,6 +7,7 @@ process it started. Each asserts 0 lost, 0 stuck, 0 completed twice and prints i
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,24 @@ async def test_corrupt_records(kind: str, tmp_path: Path) -> None:
             error = (await chaos.manager.get_run(run_id)).error or {}
             assert error.get("type") == "CorruptRecordError"
     counts.assert_clean()
+
+
+EXECUTE_RUNS = 8
+
+
+async def test_a_process_that_dies_during_execute(kind: str, tmp_path: Path) -> None:
+    async with Chaos(kind, tmp_path, "process dies during execute") as chaos:
+        caller = chaos.spawn_caller(EXECUTE_RUNS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(set(chaos.log.read_text().split())) < EXECUTE_RUNS:  # all started
+            if caller.poll() is not None:
+                raise AssertionError(chaos.caller_errors())
+            assert loop.time() < deadline, "the runs did not start"
+            await asyncio.sleep(0.05)
+        ids = sorted(set(chaos.log.read_text().split()))
+        await chaos.kill9(caller)
+        chaos.spawn()
+        counts = await chaos.settle(dict.fromkeys(ids, TaskState.success))
+    counts.assert_clean()
+    assert counts.reclaimed == EXECUTE_RUNS
