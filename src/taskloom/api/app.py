@@ -15,7 +15,15 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from .. import __version__
 from ..manager import TaskManager
 from ..metrics import prometheus_hooks_for
-from . import dashboard, handlers, routes_control, routes_runs, routes_status, routes_tasks
+from . import (
+    dashboard,
+    handlers,
+    routes_control,
+    routes_runs,
+    routes_series,
+    routes_status,
+    routes_tasks,
+)
 from .auth import bearer_guard, resolve_token
 from .context import STATS_WINDOW, ApiContext
 from .schemas import Problem, Responses
@@ -64,6 +72,7 @@ def create_app(
     app.include_router(routes_runs.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_control.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_status.router(ctx, guard), responses=common)
+    app.include_router(routes_series.router(ctx), dependencies=guarded, responses=common)
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")
     app.state.taskloom = ctx
