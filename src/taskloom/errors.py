@@ -87,6 +87,11 @@ class ConfigError(TaskloomError):
     """Configuration is wrong or an optional extra is missing."""
 
 
+class SecretKeyError(ConfigError):
+    """A sealed secret input cannot be opened here: set the same `TASKLOOM_SECRET_KEY` (or
+    `TaskManager(secret_key=...)`) on every process that queues or runs the task."""
+
+
 def missing_extra(extra: str, module: str) -> ConfigError:
     """Build the error raised when an optional dependency is not installed."""
     return ConfigError(

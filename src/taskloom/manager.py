@@ -101,6 +101,7 @@ class TaskManager:
         self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
         self._tasks: dict[str, Task] = {}
+        self._reports: RunHooks | None = None  # added with the first task that reports
         self._factories = _executor_factories()
         self._executors: dict[str, Executor] = dict(executors or {})
         self._by_task: dict[Task, Executor] = {}  # the choice is fixed per (immutable) task
@@ -119,6 +120,11 @@ class TaskManager:
         if task.serializer is None and self.serializer != "json":
             task = task.override(serializer=self.serializer)
         self._tasks[task.name] = task
+        if task.report and self._reports is None:
+            from .report import ReportHooks
+
+            self._reports = ReportHooks(lambda: self.store, self.clock)
+            self.hooks.add(self._reports)
         if self._connected:
             self._run_logs.attach(log_sources([task]))
         return task
@@ -196,6 +202,8 @@ class TaskManager:
         """Which executor runs `task` here."""
         if task.executor:
             return task.executor
+        if task.reusable is not None:
+            return "process"
         if self.default_executor and not task.cpu_bound:
             return self.default_executor
         return task.executor_name(self.in_cluster())
@@ -206,7 +214,15 @@ class TaskManager:
         if cached is not None:
             return cached
         name = self.executor_name(task)
+        if task.reusable is not None:  # warm processes of its own
+            name = f"reusable:{task.name}"
         ex = self._executors.get(name)
+        if ex is None and task.reusable is not None:
+            from .executors.reusable import ReusableExecutor
+
+            ex = ReusableExecutor(task.reusable)
+            await ex.start()
+            self._executors[name] = ex
         if ex is None:
             factory = self._factories.get(name)
             if factory is None:

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .errors import CancelledRunError, TaskFailedError
+from .errors import CancelledRunError, ConfigError, TaskFailedError
 
 if TYPE_CHECKING:
     from .manager import TaskManager
+    from .report import ReportFormat
 
 
 class TaskState(StrEnum):
@@ -86,7 +87,10 @@ def is_in_cpu_process() -> bool:
 class _Live:
     """What a run carries only while it executes (never stored)."""
 
-    __slots__ = ("cancelled", "child_index", "inputs", "manager", "node", "on_progress", "secrets")
+    __slots__ = (
+        "cancelled", "child_index", "inputs", "manager", "node", "on_progress", "report",
+        "secrets",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.manager: TaskManager | None = None
@@ -95,6 +99,7 @@ class _Live:
         self.on_progress: Callable[[TaskRun], None] | None = None
         self.child_index = 0
         self.inputs: dict[str, Any] | None = None
+        self.report: list[dict[str, str]] | None = None  # None: the task does not report
         self.node: Any = None  # a DAG node's runtime (`taskloom.dag.current_node()`)
 
 
@@ -217,6 +222,16 @@ class TaskRun(BaseModel):
         self._ctx().inputs = value
 
     @property
+    def _report(self) -> list[dict[str, str]] | None:
+        """Report parts of this attempt; None unless the task has `report=True`."""
+        live = self._peek()
+        return None if live is None else live.report
+
+    @_report.setter
+    def _report(self, value: list[dict[str, str]] | None) -> None:
+        self._ctx().report = value
+
+    @property
     def _node(self) -> Any:
         """The DAG node runtime of a run a DAG launched (see `taskloom.dag.current_node`)."""
         live = self._peek()
@@ -290,6 +305,20 @@ class TaskRun(BaseModel):
         """Ask the worker to extend this run's lease now (long steps without progress)."""
         if self._on_progress is not None:
             self._on_progress(self)
+
+    def report(self, content: str, *, format: ReportFormat = "auto") -> None:
+        """Add a part to this run's report page (a task with `report=True` only).
+
+        `format="auto"` reads text starting with `<` as HTML, anything else as Markdown.
+        """
+        parts = self._report
+        if parts is None:
+            raise ConfigError(
+                f"task {self.task!r} cannot report: declare it with @task(report=True)"
+            )
+        from .report import report_part
+
+        parts.append(report_part(content, format))
 
     def abort(self, reason: str = "aborted by task") -> None:
         """End the run as `aborted`; it is never retried."""

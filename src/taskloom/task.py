@@ -32,7 +32,7 @@ from .ratelimit import RateLimit, parse_rate_limit
 from .run import TaskPriority, TaskRun, current_run, reset_current_run, set_current_run
 from .schedules import RandomizeType, Schedule, as_schedule, schedule_params
 from .serializers import SerializerName, get_serializer
-from .template import Documentation, TemplateHooks
+from .template import Documentation, ReusePolicy, TemplateHooks, to_reuse_policy
 
 EXECUTORS = ("inline", "thread", "process", "kubernetes", "ray")
 
@@ -84,7 +84,7 @@ class Task(TemplateHooks, Generic[P, R]):
     max_inline_io_bytes: int = 10 * 1024 * 1024
     triggers: tuple[Trigger, ...] = ()
     report: bool = False
-    reusable: Any = None
+    reusable: ReusePolicy | None = None
     executor: str | None = None
     pre: Callable[..., Any] | None = field(default=None, repr=False)
     post: Callable[[Any], Any] | None = field(default=None, repr=False)
@@ -100,6 +100,11 @@ class Task(TemplateHooks, Generic[P, R]):
     def __post_init__(self) -> None:
         if not self.short_name:
             object.__setattr__(self, "short_name", self.name)
+        if self.reusable is not None and self.executor not in (None, "process"):
+            raise ConfigError(
+                f"task {self.name!r}: reusable keeps warm processes, so it runs on the process "
+                f"executor, not {self.executor!r}"
+            )
         # the interface encodes with the task's serializer; None leaves the choice to the manager
         chosen = get_serializer(self.serializer)
         if self.interface.serializer is not chosen:
@@ -195,6 +200,8 @@ class Task(TemplateHooks, Generic[P, R]):
         """Where this task runs unless the manager says otherwise."""
         if self.executor:
             return self.executor
+        if self.reusable is not None:
+            return "process"
         if self.cpu_bound:
             return "kubernetes" if in_cluster else "process"
         return "inline" if self.is_async else "thread"
@@ -274,6 +281,8 @@ class Task(TemplateHooks, Generic[P, R]):
         return cast(R, value)
 
     def _args(self, run: TaskRun, kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.report:
+            run._report = []  # this attempt's report starts empty
         if self.pre is not None:
             kwargs = dict(self.pre(**kwargs) or kwargs)
         return ((run,) if self.interface.takes_context else ()), kwargs
@@ -393,6 +402,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}: {value!r}")
         elif key == "queue":
             value = value or "default"
+        elif key == "reusable":
+            value = to_reuse_policy(value)
         elif key == "serializer" and value is not None:
             get_serializer(value)  # ConfigError naming the choices
         if key not in _FIELDS:

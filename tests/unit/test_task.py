@@ -87,7 +87,7 @@ def test_every_flyte_keyword() -> None:
     assert fn.cache == Cache() and fn.secrets == (Secret("api-key"),) and fn.queue == "gpu"
     assert fn.image == "my_image" and fn.pod_template == {"spec": {}} and fn.interruptible
     assert fn.max_inline_io_bytes == 1000 and fn.triggers == (trig,) and fn.report
-    assert fn.reusable == "off" and fn.retry == RetryPolicy.from_retries(2)
+    assert fn.reusable is None and fn.retry == RetryPolicy.from_retries(2)
     assert fn.retry is not None and fn.retry.max_attempts == 3
     assert fn.timeout_seconds == 9 and fn.env == {"A": "1"}
 

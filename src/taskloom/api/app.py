@@ -19,6 +19,7 @@ from . import (
     dashboard,
     handlers,
     routes_control,
+    routes_report,
     routes_runs,
     routes_series,
     routes_status,
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(routes_tasks.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_runs.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_control.router(ctx), dependencies=guarded, responses=common)
+    app.include_router(routes_report.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_status.router(ctx, guard), responses=common)
     app.include_router(routes_series.router(ctx), dependencies=guarded, responses=common)
     app.include_router(dashboard.router())

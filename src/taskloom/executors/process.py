@@ -31,7 +31,7 @@ from ..run import TaskRun
 from ..task import Task
 from ._child import child_main
 from .base import RunEnv, with_timeout
-from .remote import Reply, Request, build_request, task_address
+from .remote import Reply, Request, build_request, take_report, task_address
 
 START_METHODS = ("spawn", "forkserver")
 
@@ -285,6 +285,7 @@ class ProcessExecutor:
                 await self._discard(child, replace=True)
                 raise
             self._checkin(child)
+        take_report(run, reply)
         error = reply.get("error") or {}
         if not reply.get("ok") and error.get("type") == "MemoryError":
             limit = limits.get("memory")

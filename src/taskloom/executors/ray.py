@@ -28,6 +28,7 @@ from .remote import (
     importable_address,
     locate,
     run_request,
+    take_report,
 )
 
 # What a task that cannot be imported by name carries to the worker instead of its address.
@@ -180,7 +181,9 @@ class RayExecutor:
             raise
         except ray.exceptions.RayError as exc:
             raise _ray_failure(exc, run.id) from None
-        return value_of(task, serde.loads(data))
+        reply = serde.loads(data)
+        take_report(run, reply)
+        return value_of(task, reply)
 
 
 def run_on_ray(task: Task, *args: Any, address: str | None = None, **kwargs: Any) -> Any:

@@ -98,6 +98,7 @@ def run_request(
     before the reply is built: a run that hit its memory limit can still report it.
     """
     run_id = request.get("run", {}).get("id")
+    run: TaskRun | None = None
     try:
         run = TaskRun.model_validate(request["run"])
         if request.get("node") is not None:
@@ -115,6 +116,15 @@ def run_request(
                 value = task.invoke_sync(run, kwargs)
             finally:
                 run._secrets = {}
-        return {"kind": "result", **outcome.success(task.interface.encode_result(value))}
+        reply: Reply = {"kind": "result", **outcome.success(task.interface.encode_result(value))}
     except BaseException as exc:  # every failure of the task becomes data
-        return error_reply(exc, run_id)
+        reply = error_reply(exc, run_id)
+    if run is not None and run._report is not None:
+        reply["report"] = run._report  # what the task reported, even if it then failed
+    return reply
+
+
+def take_report(run: TaskRun, reply: Reply) -> None:
+    """Put the report parts a reply carries on the parent's live run (`ReportHooks` saves them)."""
+    if reply.get("report") is not None:
+        run._report = list(reply["report"])

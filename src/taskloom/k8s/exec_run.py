@@ -82,6 +82,10 @@ async def exec_run(manager: TaskManager, run_id: str, *, attempt: int | None = N
         traceback.print_exc()
         result = outcome.failure(exc, run.id)
         code = 1
+    if run._report:  # the worker's ReportHooks never sees this pod's run object
+        from ..report import save_report
+
+        await save_report(manager.store, run, manager.clock, run._report)
     channel = StoreOutcomes(manager.store, manager.store.url, manager.clock)
     await channel.put(run.id, attempt, result, config.job_ttl + OUTCOME_MARGIN_SECONDS)
     return code
