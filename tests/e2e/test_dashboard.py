@@ -54,7 +54,17 @@ async def heartbeat() -> None:
     """Say the system is alive (scheduled in code)."""
 
 
-TASKS: list[Task] = [resize, charge, crawl, heartbeat]
+@task(report=True)
+async def summarize(ctx: TaskRun, pages: int) -> int:
+    """Summarise a crawl on a report page."""
+    ctx.report(f"## Crawl summary\n\n{pages} pages crawled")
+    return pages
+
+
+TASKS: list[Task] = [resize, charge, crawl, heartbeat, summarize]
+
+
+SUMMARY: dict[str, str] = {}
 
 
 async def seed(url: str) -> tuple[str, str]:
@@ -62,6 +72,7 @@ async def seed(url: str) -> tuple[str, str]:
     async with TaskManager(url, tasks=TASKS) as manager:
         for width in (640, 800):
             await manager.execute("resize", width=width)
+        SUMMARY["id"] = (await manager.execute("summarize", pages=12)).id
         failed = await manager.execute("charge", order="A-1042")
         assert failed.state is TaskState.failure
         await manager.queue("resize", width=1024, priority="high")
@@ -233,6 +244,8 @@ def test_failed_run_is_retried_from_the_dashboard(
     assert "Traceback" in page.read("#detail-traceback")
 
     page.no_script_errors()
+    browser.set_window_size(1400, 1500)  # the picture shows the side panels too
+    page.visible("#schedules-section")
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(artifacts / "dashboard.png"))
@@ -254,6 +267,7 @@ def test_deep_links_search_chart_delays_and_tracebacks(
     traceback = page.read("#detail-traceback")
     assert "test_dashboard.py" in traceback and "in charge" in traceback
     assert "taskloom frame" in traceback and "executors" not in traceback
+    assert "concurrent" not in traceback  # the worker thread's machinery is not the task's
     page.click("#detail-all-frames")
     page.wait.until(lambda d: "executors" in page.read("#detail-traceback"))
 
@@ -281,10 +295,10 @@ def test_deep_links_search_chart_delays_and_tracebacks(
     page.driver.find_element("id", "search-id").send_keys("zz-not-hex\n")
     page.shows("search-message", "is not a run id")
 
-    # the chart counts what finished in the last hour: two resizes, one charge
-    assert page.read("#chart", "data-success") == "2"
+    # the chart counts what finished in the last hour: two resizes and a summary, one charge
+    assert page.read("#chart", "data-success") == "3"
     assert page.read("#chart", "data-failure") == "1"
-    page.shows("chart-caption", "2 succeeded, 1 failed")
+    page.shows("chart-caption", "3 succeeded, 1 failed")
     page.no_script_errors()
 
     # a run id that does not exist says so
@@ -349,8 +363,20 @@ def test_queues_schedules_and_logs_panels(browser: Any, served: tuple[str, str, 
     [item] = [s for s in _api(base, "api/schedules") if s["name"] == "thumbs-5m"]
     assert item["params"] == {"width": 128} and item["enabled"] is True
 
-    # run logs on the run page
+    # run logs on the run page; no report link for a task without reports
     browser.get(f"{base}#/runs/{failed}")
     page.shows("detail-id", failed)
     page.shows("detail-logs", "charging order A-1042")
+    page.visible("#detail-report", shown=False)
     page.no_script_errors()
+
+    # a run of a task with report=True links to its report page
+    browser.get(f"{base}#/runs/{SUMMARY['id']}")
+    page.shows("detail-id", SUMMARY["id"])
+    page.visible("#detail-report")
+    href = page.read("#detail-report", "href")
+    assert href.endswith(f"api/runs/{SUMMARY['id']}/report")
+    page.click("#detail-report")
+    page.wait.until(lambda d: len(d.window_handles) == 2)
+    browser.switch_to.window(browser.window_handles[1])
+    page.wait.until(lambda d: "12 pages crawled" in d.page_source)

@@ -9,9 +9,13 @@ const PAGE = 50;
 const TOKEN_KEY = "taskloom-token";
 const SVG = "http://www.w3.org/2000/svg";
 const RUN_ROUTE = /^#\/runs\/([0-9a-zA-Z_-]+)$/;
-// Frames of taskloom's own modules (runner, executors, store...), wherever it is installed;
+// Frames of taskloom's own modules (runner, executors, store...), wherever it is installed,
+// and of the standard library's machinery they run a task on (event loop, worker threads);
 // a project's tests or examples that happen to live in a folder called taskloom stay visible.
-const OWN_FRAME = /[\\/]taskloom[\\/](?!tests[\\/]|examples[\\/]|bench[\\/])(?:\w+[\\/])*\w+\.py$/;
+const OWN_FRAME = new RegExp([
+  String.raw`[\\/]taskloom[\\/](?!tests[\\/]|examples[\\/]|bench[\\/])(?:\w+[\\/])*\w+\.py$`,
+  String.raw`[\\/]python3\.\d+[\\/](?:asyncio|concurrent|threading\.py)`,
+].join("|"));
 
 const view = {
   limit: PAGE, selected: null, timer: null, busy: false, again: false,
