@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import ScheduleError, ScheduleNotFoundError
-from .schedules import CronTab, Every, Schedule, as_schedule, crontab, every
+from .schedules import CronTab, Every, Schedule, as_schedule, crontab, every, schedule_params
 from .store.base import dt
 
 if TYPE_CHECKING:
@@ -133,13 +133,20 @@ async def add(
     if name in _code_keys(manager):
         raise ScheduleError(f"a schedule in code is named {name!r}; pick another name")
     t = manager.get_task(task)  # UnknownTaskError
+    if params is None:  # every(..., params=...) carries them too
+        params = schedule_params(schedule)
     t.validate_params(dict(params or {}))  # InvalidParamsError
     fields = to_fields(schedule)  # ScheduleError
     item = StoredSchedule(
         name=name, task=t.name, params=dict(params or {}), enabled=enabled,
         created=manager.clock(), **fields,
     )  # fmt: skip
+    from .scheduler import STATE_PREFIX
+
     store = (await manager.connect()).store
+    # A replaced schedule starts afresh after `created`, not from the old one's cursor (which
+    # would fire a catch-up tick at once); a tick fired already keeps its run id, so no double.
+    await store.kv_delete(STATE_PREFIX + item.key)
     await store.put_schedule(name, item.model_dump_json().encode())
     return await info(manager, name)
 
@@ -178,8 +185,11 @@ def _entries_in_code(manager: TaskManager) -> list[ScheduleEntry]:
     return schedule_entries(manager.tasks)
 
 
-def entries(manager: TaskManager, stored: Mapping[str, StoredSchedule]) -> list[ScheduleEntry]:
-    """Scheduler entries of stored schedules whose task this process knows."""
+def entries(
+    manager: TaskManager, stored: Mapping[str, StoredSchedule], warned: set[str] | None = None
+) -> list[ScheduleEntry]:
+    """Scheduler entries of stored schedules whose task this process knows; one that cannot be
+    used here is logged once per name in `warned`."""
     from .errors import UnknownTaskError
     from .scheduler import ScheduleEntry
 
@@ -189,7 +199,10 @@ def entries(manager: TaskManager, stored: Mapping[str, StoredSchedule]) -> list[
             task = manager.get_task(item.task)
             sched = item.schedule()
         except (UnknownTaskError, ScheduleError) as exc:
-            log.warning("stored schedule %r skipped here: %s", item.name, exc)
+            if warned is None or item.name not in warned:
+                log.warning("stored schedule %r skipped here: %s", item.name, exc)
+            if warned is not None:
+                warned.add(item.name)
             continue
         out.append(
             ScheduleEntry(
