@@ -10,7 +10,9 @@ not timed); then each call below is timed 20 times and its median printed in ms:
 - `GET /api/stats` through the FastAPI app, in-process over httpx's ASGI transport;
 - drain: the store's own claim (batches of 50) and finish (success records) for 5,000 runs
   (all of them when N is smaller), in runs/s. No worker process: this is the store's cost.
-One table per store, one column per N. No peers: the figure to read is how a column compares
+With `--vacuum`, PostgreSQL's runs table is vacuumed and analysed after the bulk queue, as
+autovacuum does on a server that has it on (this machine's has it off). One table per store,
+one column per N. No peers: the figure to read is how a column compares
 with the 1k column of the same store.
 """
 
@@ -84,7 +86,19 @@ async def _drain(manager: TaskManager, count: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
-async def measure(kind: str, n: int, workdir: str) -> dict[str, float]:
+async def _vacuum(manager: TaskManager) -> None:
+    """What autovacuum would have done after the bulk insert: visibility map and statistics."""
+    import asyncpg
+
+    store: Any = manager.store
+    conn = await asyncpg.connect(store._dsn)
+    try:
+        await conn.execute(f"VACUUM ANALYZE {store._ident}.runs")
+    finally:
+        await conn.close()
+
+
+async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, float]:
     """The figures of one store holding `n` queued runs."""
     url = URLS[kind].format(dir=workdir, tag=uuid.uuid4().hex[:8])
     manager = TaskManager(url, tasks=[noop])
@@ -93,6 +107,8 @@ async def measure(kind: str, n: int, workdir: str) -> dict[str, float]:
     try:
         for start in range(0, n, BATCH):
             await manager.queue_many(noop, [{"i": i} for i in range(start, min(n, start + BATCH))])
+        if vacuum and kind == "postgres":
+            await _vacuum(manager)
         out["runs(state=queued) ms"] = await _median_ms(lambda: manager.runs(state="queued"))
         out["runs(state=failure) ms"] = await _median_ms(lambda: manager.runs(state="failure"))
         out["runs() newest ms"] = await _median_ms(lambda: manager.runs())
@@ -133,6 +149,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="sqlite,postgres,redis")
     parser.add_argument("--sizes", default="1000,100000", help="comma list of N")
     parser.add_argument("--million", action="store_true", help="add N=1,000,000")
+    parser.add_argument("--vacuum", action="store_true", help="VACUUM ANALYZE after queueing")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.million:
@@ -140,7 +157,7 @@ async def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {[round(x, 2) for x in os.getloadavg()]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="taskloom-backlog-") as workdir:
         for kind in args.stores.split(","):
-            rows = {n: await measure(kind, n, workdir) for n in sizes}
+            rows = {n: await measure(kind, n, workdir, args.vacuum) for n in sizes}
             print(_table(kind, sizes, rows), "\n", flush=True)
     print(f"load average at end: {[round(x, 2) for x in os.getloadavg()]}")
     return 0

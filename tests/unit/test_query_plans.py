@@ -42,6 +42,7 @@ LISTINGS: list[tuple[str, RunQuery]] = [
     ("tags", RunQuery(tags=("tag7",))),
     ("since", RunQuery(since=SINCE)),
     ("before", RunQuery(before=SINCE)),
+    ("window", RunQuery(since=datetime.fromtimestamp(100, UTC), before=SINCE)),
     ("parent", RunQuery(parent_id=f"{7:032x}")),
     ("root", RunQuery(root_run_id=f"{7:032x}")),
     ("task and state", RunQuery(task="t3", state=TaskState.success)),
@@ -92,7 +93,8 @@ def test_sqlite_listing_uses_an_index(
     plan = _sqlite_plan(sqlite_conn, sql, params)
     assert not _full_scan(plan), f"{name}: {plan}"
     assert "INDEX" in plan, f"{name}: {plan}"
-    if q.state or q.task or q.queue or q.parent_id or q.root_run_id or q.cursor:
+    bounded = q.since is not None and q.before is not None
+    if q.state or q.task or q.queue or q.parent_id or q.root_run_id or q.cursor or bounded:
         assert "SEARCH runs USING INDEX" in plan, f"{name} seeks no index: {plan}"
 
 
