@@ -21,7 +21,7 @@ from .gate import StartGate
 T = TypeVar("T")
 
 PAGE = 64  # candidates read per step of a gated claim
-SCAN_CAP = 1000  # candidates one gated claim looks at before it hands back (retry_at = now)
+SCAN_CAP = 200  # candidates one gated claim looks at before it hands back (retry_at = now)
 
 _SETTINGS = "SELECT name, paused, rate_count, rate_per FROM queues"
 _DEFER = """UPDATE runs SET execute_after = ?1, due = ?1,

@@ -129,6 +129,8 @@ DECLARE
     v_n INTEGER;
     v_per DOUBLE PRECISION;
     v_m INTEGER;
+    v_held_ids TEXT[] := '{}';
+    v_held_at DOUBLE PRECISION[] := '{}';
     cand RECORD;
 BEGIN
     SELECT coalesce(array_agg(s.name) FILTER (WHERE s.paused), '{}'),
@@ -172,7 +174,7 @@ BEGIN
           AND (p_queues IS NULL OR r.queue = ANY(p_queues))
           AND NOT (r.queue = ANY(v_paused))
         ORDER BY r.priority_rank, r.due, r.id
-        LIMIT 1000
+        LIMIT 200  -- then the worker claims again at once (retry_at = now)
         FOR UPDATE SKIP LOCKED
     LOOP
         EXIT WHEN v_count >= p_limit;
@@ -203,11 +205,8 @@ BEGIN
         END LOOP;
         IF v_wait IS NOT NULL THEN
             v_retry := least(v_retry, v_wait);
-            UPDATE runs AS r
-            SET execute_after = v_wait, due = v_wait,
-                data = jsonb_set(r.data, '{execute_after}', to_jsonb(to_char(
-                    to_timestamp(v_wait) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-            WHERE r.id = cand.id;
+            v_held_ids := v_held_ids || cand.id;
+            v_held_at := v_held_at || v_wait;
             CONTINUE;
         END IF;
         FOR i IN 1 .. coalesce(array_length(v_keys, 1), 0) LOOP
@@ -228,7 +227,14 @@ BEGIN
         WHERE r.id = cand.id
         RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.data, NULL::DOUBLE PRECISION;
     END LOOP;
-    IF v_scanned >= 1000 AND v_count < p_limit THEN
+    -- the runs held back, in one statement: the claim holds the rate lock, keep it short
+    UPDATE runs AS r
+    SET execute_after = h.at, due = h.at,
+        data = jsonb_set(r.data, '{execute_after}', to_jsonb(to_char(
+            to_timestamp(h.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+    FROM unnest(v_held_ids, v_held_at) AS h(id, at)
+    WHERE r.id = h.id;
+    IF v_scanned >= 200 AND v_count < p_limit THEN
         v_retry := p_now;  -- more may be due behind the runs held back: claim again
     END IF;
     IF v_retry IS NOT NULL THEN
