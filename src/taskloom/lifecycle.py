@@ -9,13 +9,15 @@ for every run before its first write, and no caller above the store writes a run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import CancelledRunError
+from .errors import CancelledRunError, LeaseLostError
 from .executors.base import RunEnv
+from .lease_keeper import LeaseKeeper
 from .outcome import StoreOutcomes
 from .run import TaskPriority, TaskRun, TaskState, utcnow
 from .runner import AttemptEnv, Stop, attempt, decide, run_env
@@ -156,26 +158,65 @@ class RunLifecycle:
 
     # -- running here ---------------------------------------------------------------------------
     async def execute(self, run: TaskRun) -> TaskRun:
-        """Execute a built run here until it is done (retries wait here), recording it."""
+        """Execute a built run here until it is done (retries wait here), recording it.
+
+        The run is held under a lease while it executes, as a worker holds a claimed run:
+        heartbeats save its progress, `cancel` aborts it, and if this process dies a worker
+        reclaims it. Cancelling the caller records it `aborted` and re-raises.
+        """
         manager = self.manager
         t = manager.get_task(run.task)
         store = await manager._ready()
-        first = True
+        run.state, run.worker = TaskState.running, f"local-{os.getpid()}"
+        run.start = run.start or utcnow()
+        if manager.hooks.hooks:
+            await manager.hooks.before_queue(run)
+        run._manager = manager
+        lease = await store.save_leased(run, manager.lease_seconds, manager.clock())
+        keeper = LeaseKeeper(store, lease, run, manager.lease_seconds, manager.clock)
+        keeper.start()
+        try:
+            run = await self._attempts_here(t, run, keeper)
+            [held] = await store.finish([(keeper.lease, run)])
+        finally:
+            await keeper.close()
+        if not held:
+            raise LeaseLostError(f"run {run.id}: lease lost before its end was written")
+        return run
+
+    async def _attempts_here(self, task: Task, run: TaskRun, keeper: LeaseKeeper) -> TaskRun:
+        """Attempts of a leased run until one is final; the record stays `running` between."""
+        manager = self.manager
         while True:
-            run.state, run.worker = TaskState.running, f"local-{os.getpid()}"
-            run.start = run.start or utcnow()
-            if first and manager.hooks.hooks:
-                await manager.hooks.before_queue(run)
-            first = False
-            await store.save(run)
-            run._manager = manager
-            run = await self.attempt(t, run)
-            await store.save(run)
+            stop = Stop()
+            step = asyncio.create_task(self.attempt(task, run, stop))
+            keeper.guard(step, stop)
+            try:
+                run = await step
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if keeper.lost and (current is None or current.cancelling() == 0):
+                    raise LeaseLostError(
+                        f"run {run.id}: lease lost while executing here; a worker owns it now"
+                    ) from None
+                reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
+                run = decide(task, run, CancelledRunError(reason), manager.clock())
+                with contextlib.suppress(Exception):
+                    await manager.store.finish([(keeper.lease, run)])
+                raise
             if run.state is not TaskState.queued:
                 return run
-            wait = (run.execute_after.timestamp() - manager.clock()) if run.execute_after else 0
+            wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
+            run.state, run.execute_after = TaskState.running, None
+            async with keeper.lock:  # the failed attempt is recorded, the lease renewed
+                keeper.lease = await manager.store.save_leased(
+                    run, manager.lease_seconds, manager.clock()
+                )
             if wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(keeper.cancel_requested.wait(), wait)
+            if keeper.cancel_requested.is_set():
+                return decide(task, run, CancelledRunError("cancelled by request"), manager.clock())
 
     async def start_here(self, task: Task, run: TaskRun) -> TaskRun:
         """Submit a run built with `build_here` and execute it here until it is done."""

@@ -1,8 +1,9 @@
 """Run logs: what a task logs while it runs, kept with the run.
 
 Records from `ctx.logger` (the `taskloom.task.<name>` loggers) and from the logger of the
-module that defines the task are captured while the run executes in this process (the inline
-and thread executors), attributed by the current run, and stored when the attempt ends as the
+module that defines the task are captured while the run executes (inline and thread executors
+here; a process-pool child sends its records to the worker, which logs them as the run's),
+attributed by the current run, and stored when the attempt ends as the
 kv entry `runlog:<run id>` (a JSON list; later attempts append). A run keeps at most
 `MAX_RECORDS` records and `MAX_BYTES` of text; what goes over is dropped and counted in a last
 record. A record is captured only if its logger lets it through (its effective level).
@@ -13,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskFailedError
 from .hooks import RunHooks
-from .run import TaskRun, current_run
+from .run import TaskRun, current_run, reset_current_run, set_current_run
 
 if TYPE_CHECKING:
     from .manager import TaskManager
@@ -173,3 +175,71 @@ async def read_run_logs(manager: TaskManager, run_id: str) -> list[dict[str, str
         {k: str(v) for k, v in e.items() if k in ("ts", "level", "logger", "message")}
         for e in json.loads(data)
     ]
+
+
+# -- runs in another process (the process executor) ------------------------------------------------
+class _Forwarder(logging.Handler):
+    """In a pool child: sends each record of the run's loggers to the worker over the pipe."""
+
+    def __init__(self, run_id: str, send: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "_runlog", None) is self:
+            return
+        record._runlog = self
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.send({
+                "kind": "log", "run_id": self.run_id, "name": record.name,
+                "levelno": record.levelno, "created": record.created, "message": message,
+            })  # fmt: skip
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def forwarded_records(
+    task: Task, run_id: str | None, send: Callable[[dict[str, Any]], None]
+) -> Iterator[None]:
+    """While a run executes in a pool child, send its loggers' records to the worker.
+
+    Every level is sent; the worker keeps what its own logger levels let through.
+    """
+    if run_id is None:
+        yield
+        return
+    handler = _Forwarder(run_id, send)
+    loggers = [logging.getLogger(name) for name in log_sources([task])]
+    saved = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+def replay_record(run: TaskRun, message: Mapping[str, Any]) -> None:
+    """In the worker: log a record a pool child sent, as if `run` had logged it here."""
+    logger = logging.getLogger(str(message.get("name", "taskloom.task")))
+    level = int(message.get("levelno", logging.INFO))
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(
+        logger.name, level, "(process)", 0, str(message.get("message", "")), (), None
+    )
+    record.created = float(message.get("created", record.created))
+    record.msecs = (record.created - int(record.created)) * 1000
+    token = set_current_run(run)
+    try:
+        logger.handle(record)
+    finally:
+        reset_current_run(token)

@@ -137,6 +137,7 @@ class TaskScheduler:
         )
         self.is_leader = False
         self._rng = rng or random.Random()
+        self._skipped: set[str] = set()  # stored schedules this process cannot fire, logged once
         self._leader_until = 0.0  # loop time until which our lock surely holds
         self._next_due: datetime | None = None
         self._tick_lock = asyncio.Lock()
@@ -155,7 +156,7 @@ class TaskScheduler:
         from . import stored_schedules
 
         stored = await stored_schedules.load(self.manager)
-        return self.entries() + stored_schedules.entries(self.manager, stored)
+        return self.entries() + stored_schedules.entries(self.manager, stored, self._skipped)
 
     # -- one pass ---------------------------------------------------------------------------------
     async def tick(self, now: datetime | None = None) -> list[TaskRun]:

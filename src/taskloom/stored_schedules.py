@@ -139,7 +139,12 @@ async def add(
         name=name, task=t.name, params=dict(params or {}), enabled=enabled,
         created=manager.clock(), **fields,
     )  # fmt: skip
+    from .scheduler import STATE_PREFIX
+
     store = (await manager.connect()).store
+    # A replaced schedule starts afresh after `created`, not from the old one's cursor (which
+    # would fire a catch-up tick at once); a tick fired already keeps its run id, so no double.
+    await store.kv_delete(STATE_PREFIX + item.key)
     await store.put_schedule(name, item.model_dump_json().encode())
     return await info(manager, name)
 
@@ -178,8 +183,11 @@ def _entries_in_code(manager: TaskManager) -> list[ScheduleEntry]:
     return schedule_entries(manager.tasks)
 
 
-def entries(manager: TaskManager, stored: Mapping[str, StoredSchedule]) -> list[ScheduleEntry]:
-    """Scheduler entries of stored schedules whose task this process knows."""
+def entries(
+    manager: TaskManager, stored: Mapping[str, StoredSchedule], warned: set[str] | None = None
+) -> list[ScheduleEntry]:
+    """Scheduler entries of stored schedules whose task this process knows; one that cannot be
+    used here is logged once per name in `warned`."""
     from .errors import UnknownTaskError
     from .scheduler import ScheduleEntry
 
@@ -189,7 +197,10 @@ def entries(manager: TaskManager, stored: Mapping[str, StoredSchedule]) -> list[
             task = manager.get_task(item.task)
             sched = item.schedule()
         except (UnknownTaskError, ScheduleError) as exc:
-            log.warning("stored schedule %r skipped here: %s", item.name, exc)
+            if warned is None or item.name not in warned:
+                log.warning("stored schedule %r skipped here: %s", item.name, exc)
+            if warned is not None:
+                warned.add(item.name)
             continue
         out.append(
             ScheduleEntry(

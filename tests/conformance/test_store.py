@@ -157,6 +157,35 @@ async def test_reclaim_leaves_live_leases(store: Store) -> None:
     assert not reply.alive
 
 
+async def test_a_run_saved_under_a_lease_is_held_like_a_claimed_one(store: Store) -> None:
+    """What `execute()` does: the run is written running under a lease, never claimable."""
+    here = TaskRun(task="t", state=TaskState.running, queued=dt(T0), start=dt(T0), worker="local")
+    lease = await store.save_leased(here, 10, T0)
+    assert await store.claim("w", None, 5, 10, T0) == []
+    [reply] = await store.heartbeat([Beat(lease, 0.5, "half")], 10, T0 + 8)
+    assert reply.alive and not reply.cancel_requested
+    assert await store.reclaim(T0 + 15) == []
+    assert (await store.request_cancel(here.id, T0 + 16)) is not None
+    [reply] = await store.heartbeat([Beat(lease)], 10, T0 + 16)
+    assert reply.alive and reply.cancel_requested
+    stale = await store.save_leased(here, 10, T0 + 17)  # the next attempt: a fresh lease
+    done = here.model_copy(update={"state": TaskState.success, "end": dt(T0 + 18)})
+    assert await store.finish([(lease, done)]) == [False]  # the first lease is gone
+    assert await store.finish([(stale, done)]) == [True]
+    got = await store.get(here.id)
+    assert got is not None and got.state is TaskState.success
+
+
+async def test_a_leased_run_whose_holder_died_is_reclaimed_and_claimed(store: Store) -> None:
+    here = TaskRun(task="t", state=TaskState.running, queued=dt(T0), start=dt(T0), worker="local")
+    lease = await store.save_leased(here, 10, T0)
+    [back] = await store.reclaim(T0 + 11)
+    assert back.id == here.id and back.state is TaskState.queued
+    [again] = await store.claim("w", None, 1, 10, T0 + 12)
+    assert again.run.id == here.id and again.run.attempts[-1].state is TaskState.interrupted
+    assert await store.finish([(lease, here)]) == [False]
+
+
 async def test_finish_requeue_with_execute_after(store: Store) -> None:
     await store.enqueue([queued()])
     [lease] = await store.claim("w", None, 1, 10, T0)

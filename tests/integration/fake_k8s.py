@@ -633,3 +633,21 @@ async def pod_kubelet(fake: FakeKubernetes, behaviours: list[Behaviour]) -> None
     for i in itertools.count():
         pod = await fake.next_pod(timeout=3600)
         await behaviours[min(i, len(behaviours) - 1)](fake, pod)
+
+
+def pod_launches(pipeline: Any) -> Behaviour:
+    """The pod runs its command, taskloom's launcher (a `KubeFunctionTask` with a template),
+    in this process on `pipeline`; it logs `launched <job>` and ends with the launcher's code."""
+    from taskloom.pipeline.kube import LAUNCHER
+    from taskloom.pipeline.launch import launch_job
+
+    async def behave(fake: FakeKubernetes, pod: Body) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[:3] == ["python3", str(LAUNCHER), "launch"]
+        assert command[5:] == ["--force", "--sync"]
+        fake.start_pod(ns, name)
+        code = await launch_job([pipeline], command[3], command[4])
+        fake.end_pod(ns, name, exit_code=code, log=f"launched {command[4]}\n")
+
+    return behave

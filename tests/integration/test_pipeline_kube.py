@@ -30,7 +30,12 @@ from taskloom.pipeline import (
     Repository,
     StoreRepository,
 )
-from taskloom.pipeline.kube import manifest_vars, parse_template, render_manifest
+from taskloom.pipeline.kube import (
+    DEADLINE_GRACE,
+    manifest_vars,
+    parse_template,
+    render_manifest,
+)
 
 from .fake_k8s import (
     Behaviour,
@@ -39,6 +44,7 @@ from .fake_k8s import (
     kubelet,
     pod_exits,
     pod_kubelet,
+    pod_launches,
     pod_runs,
     run_in_process,
 )
@@ -208,7 +214,9 @@ async def test_second_stage_runs_as_a_pod_and_records_success_and_logs(
         "taskloom.io/attempt": "0",
     }  # fmt: skip
     spec = pod["spec"]
-    assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 600
+    assert (
+        spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 600 + DEADLINE_GRACE
+    )
     [container] = spec["containers"]
     assert container["args"] == ['size: 3 "quoted"\n- not: yaml']  # the upstream value, as text
     assert container["command"] == ["sh", "-c", "echo crunching a"]
@@ -292,7 +300,7 @@ async def test_timeout_deletes_the_pod_and_keeps_what_it_logged(
     record = await crunch.done.info("a")
     assert record["exit"] == "timeout" and record["error"]["type"] == "TaskTimeoutError"
     [pod] = fake.posted_pods()
-    assert pod["spec"]["activeDeadlineSeconds"] == 1  # the kubelet's own backstop
+    assert pod["spec"]["activeDeadlineSeconds"] == 1 + DEADLINE_GRACE  # the kubelet's backstop
     [delete] = fake.calls_to("pod", "DELETE")
     assert delete.path.endswith(pod["metadata"]["name"])
     assert not fake.pods
@@ -387,7 +395,7 @@ def function_pipeline(
 
     fetch.link("src", src, is_input=True)
     fetch.link("raw", raw, is_output=True)
-    square = KubeFunctionTask("square", body, done=MemoryRepository("square.done"),
+    square = KubeFunctionTask("square", func=body, done=MemoryRepository("square.done"),
                               k8s_config=FAST, **options)  # fmt: skip
     square.plug(fetch)
     square.link("out", out, is_output=True)
@@ -460,7 +468,7 @@ async def test_function_errors_and_killed_pods_fail_the_job(
 def test_function_links_must_reach_the_pod(manager: TaskManager) -> None:
     async def body(job: str, scratch: Repository) -> None: ...
 
-    task = KubeFunctionTask("f", body, done=MemoryRepository(), ready=MemoryRepository())
+    task = KubeFunctionTask("f", func=body, done=MemoryRepository(), ready=MemoryRepository())
     task.link("scratch", MemoryRepository(), is_output=True)
     assert any("cannot reach the pod" in p for p in task.problems())
 
@@ -468,3 +476,95 @@ def test_function_links_must_reach_the_pod(manager: TaskManager) -> None:
     async def fine(job: str) -> None: ...
 
     assert fine.problems() == [] and fine.func is not None
+
+
+# -- pydatatask's KubeTask.handle_timeout and KubeFunctionTask with a pod template ---------------
+async def test_handle_timeout_sees_the_pod_before_it_is_deleted(
+    manager: TaskManager, client: K8sClient, fake: FakeKubernetes, start: Start
+) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    class Scraping(KubeTask):
+        async def handle_timeout(self, pod: dict[str, Any]) -> None:
+            name = pod["metadata"]["name"]
+            seen.append((pod["status"]["phase"], (NS, name) in fake.pods))
+
+    src = MemoryRepository("src")
+    crunch = Scraping("crunch", {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+                      MemoryRepository("crunch.done"), namespace=NS, client=client,
+                      poll_interval=0.01, timeout=0.2)  # fmt: skip
+    crunch.link("src", src, is_input=True)
+    await start(pod_kubelet, pod_runs())
+    await src.write("a", b"")
+    await run(Pipeline([crunch], manager=manager))
+    assert seen == [("Running", True)]  # called once, while the pod still existed
+    record = await crunch.done.info("a")
+    assert (
+        record["exit"] == "timeout" and "ran longer than its timeout" in record["error"]["message"]
+    )
+    assert not fake.pods
+    assert crunch.run_timeout is None  # the kind times pods out on their running time
+
+
+FUNCTION_POD = """
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+    - name: leader
+      image: "docker.example.com/my/image"
+      command: [python3, "{{argv0}}", launch, "{{task}}", "{{job}}", "--force", "--sync"]
+      resources:
+        requests:
+          cpu: 500m
+          memory: 256Mi
+"""
+
+
+async def test_function_task_with_a_pod_template_logs_and_two_done_records(
+    manager: TaskManager, client: K8sClient, fake: FakeKubernetes, start: Start
+) -> None:
+    from taskloom.pipeline import ResourceManager
+
+    src = StoreRepository(manager, "src")
+    out = StoreRepository(manager, "out")
+    logs, kube_done = MemoryRepository("logs"), MemoryRepository("kube_done")
+    func_done = StoreRepository(manager, "func_done")
+    quota = ResourceManager(Resources(cpu="1"))
+
+    @KubeFunctionTask("square", client, quota, FUNCTION_POD, logs, kube_done, func_done,
+                      namespace=NS, poll_interval=0.01)  # fmt: skip
+    async def square(job: str, src: Repository, out: Repository) -> None:
+        if job == "bad":
+            raise ValueError("cannot square bad")
+        await out.dump(job, int(job) ** 2)
+
+    square.link("src", src, is_input=True)
+    square.link("out", out, is_output=True)
+    assert square.done is kube_done
+    assert square.links["func_done"].flags == ["is_status", "inhibits_start", "required_for_output"]
+    pipeline = Pipeline([square], manager=manager)
+    assert quota in pipeline.quotas and quota.governs("square") and not quota.governs("other")
+    await start(pod_kubelet, pod_launches(pipeline))
+    for job in ("3", "4", "bad"):
+        await src.write(job, b"")
+    await run(pipeline)
+    assert await out.info("3") == 9 and await out.info("4") == 16
+    assert (await kube_done.info("3"))["exit"] == "success"
+    assert (await func_done.info("3"))["success"] is True
+    assert await logs.read("3") == b"launched 3\n"
+    bad_pod, bad_func = await kube_done.info("bad"), await func_done.info("bad")
+    assert bad_pod["exit"] == "failure" and "exit code 1" in bad_pod["error"]["message"]
+    assert bad_func["success"] is False and bad_func["error"]["message"] == "cannot square bad"
+    # the quota charged each job the container's requests: two 500m jobs fit in one cpu
+    assert square.resources == Resources(cpu="500m", memory="256Mi")
+    [first, *_] = fake.posted_pods()
+    validate(first)
+    assert first["metadata"]["namespace"] == NS
+
+
+def test_function_task_template_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="pod template"):
+        KubeFunctionTask("f", logs=MemoryRepository())
+    with pytest.raises(ConfigError, match="kube_done is the done repository"):
+        KubeFunctionTask("f", kube_done=MemoryRepository(), done=MemoryRepository())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ from typing import Any
 from taskloom import Resources, RetryPolicy, Secret, TaskRun, is_in_cpu_process, task
 
 LIMIT = "256Mi"
+_log = logging.getLogger(__name__)
 
 
 @task(cpu_bound=True, env={"PROC_TASKS_MODE": "fast"})
@@ -140,3 +142,12 @@ def poison(how: str) -> None:
     if how == "exit":
         os._exit(5)
     raise {"system_exit": SystemExit(4), "interrupt": KeyboardInterrupt(), "own": Poison("x")}[how]
+
+
+@task(cpu_bound=True)
+def chatty(ctx: TaskRun) -> int:
+    """Logs through ctx.logger and its module's logger in the pool child."""
+    ctx.logger.info("in the child [pid %d]", os.getpid())
+    _log.debug("a debug record the worker's level drops")
+    _log.warning("module logger in the child")
+    return os.getpid()

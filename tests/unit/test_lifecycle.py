@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from taskloom import (
     TaskManager,
     TaskRun,
     TaskScheduler,
+    TaskState,
     every,
     outcome,
     serde,
@@ -142,3 +144,33 @@ def test_one_outcome_codec_keeps_the_error_kind(exc: Exception) -> None:
     if isinstance(exc, Retry):
         assert isinstance(raised.value, Retry) and raised.value.after == 2.5
     assert outcome.value_of(node_a, outcome.success(3)) == 3
+
+
+@task
+async def waits(ctx: TaskRun) -> None:
+    """Waits until it is cancelled."""
+    await asyncio.wait_for(ctx.cancelled.wait(), 60)
+
+
+class Started(RunHooks):
+    """Sets `started` when an attempt begins."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.run_id = ""
+
+    async def before_run(self, run: TaskRun) -> None:
+        self.run_id = run.id
+        self.started.set()
+
+
+async def test_cancel_aborts_a_run_executing_here() -> None:
+    hook = Started()
+    async with TaskManager("memory://", tasks=[waits], hooks=[hook], lease_seconds=3.0) as m:
+        executing = asyncio.create_task(m.execute("waits"))
+        await asyncio.wait_for(hook.started.wait(), 10)
+        assert (await m.get_run(hook.run_id)).state is TaskState.running
+        await m.cancel(hook.run_id)
+        done = await asyncio.wait_for(executing, 10)
+        assert done.state is TaskState.aborted
+        assert (await m.get_run(done.id)).state is TaskState.aborted

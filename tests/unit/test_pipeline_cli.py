@@ -105,3 +105,88 @@ def test_bad_apps_exit_2(app_module: str) -> None:
         assert result.exit_code == 2, (spec, result.output)
     result = runner.invoke(app, ["graph"])
     assert result.exit_code == 2 and "TASKLOOM_APP" in result.output
+
+
+def test_ls_cat_inject_repositories(app_module: str, tmp_path: Path) -> None:
+    spec = ["--app", f"{app_module}:pipeline"]
+    listing = runner.invoke(app, ["ls", *spec])
+    assert listing.exit_code == 0, listing.output
+    assert "copy.src\tFileRepository\tis_input,required_for_start" in listing.output
+    assert "copy.done\tFileRepository" in listing.output
+    keys = runner.invoke(app, ["ls", "copy.src", *spec])
+    assert keys.exit_code == 0 and keys.output.split() == ["a", "b", "c"]
+    shown = runner.invoke(app, ["cat", "copy.src", "b", *spec])
+    assert shown.exit_code == 0 and shown.stdout == "bbb"
+    injected = runner.invoke(app, ["inject", "copy.src", "d", *spec], input="from stdin\n")
+    assert injected.exit_code == 0, injected.output
+    assert (tmp_path / "src" / "d").read_text() == "from stdin\n"
+    (tmp_path / "value.bin").write_bytes(b"\x00\x01")
+    from_file = runner.invoke(
+        app, ["inject", "copy.src", "e", "-f", str(tmp_path / "value.bin"), *spec]
+    )
+    assert from_file.exit_code == 0 and (tmp_path / "src" / "e").read_bytes() == b"\x00\x01"
+    assert runner.invoke(app, ["ls", "copy.src", *spec]).output.split() == ["a", "b", "c", "d", "e"]
+    missing = runner.invoke(app, ["cat", "copy.src", "zzz", *spec])
+    assert missing.exit_code == 2 and "no key 'zzz'" in missing.output
+    unknown = runner.invoke(app, ["ls", "copy.nope", *spec])
+    assert unknown.exit_code == 2 and "copy.src" in unknown.output  # lists what exists
+    bad_file = runner.invoke(
+        app, ["inject", "copy.src", "f", "-f", str(tmp_path / "absent"), *spec]
+    )
+    assert bad_file.exit_code == 2
+
+
+FUNCTION_APP = """
+from taskloom import TaskManager
+from taskloom.pipeline import FileRepository, KubeFunctionTask, Pipeline
+
+TEMPLATE = {{"spec": {{"containers": [{{"name": "main", "image": "x",
+            "command": ["python3", "{{{{argv0}}}}", "launch", "{{{{task}}}}", "{{{{job}}}}"]}}]}}}}
+manager = TaskManager("memory://")
+
+
+async def body(job, src, out):
+    if job == "bad":
+        raise ValueError("bad job")
+    await out.write(job, (await src.read(job)).upper())
+
+
+square = KubeFunctionTask("up", None, None, TEMPLATE, None, FileRepository({done!r}),
+                          FileRepository({func_done!r}), func=body)
+square.link("src", FileRepository({src!r}), is_input=True)
+square.link("out", FileRepository({out!r}), is_output=True)
+pipeline = Pipeline([square], manager=manager)
+"""
+
+
+def test_the_pod_launcher_runs_one_job_body(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from taskloom.pipeline.kube import LAUNCHER
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_text("abc")
+    (tmp_path / "src" / "bad").write_text("x")
+    name = f"kfapp_{uuid.uuid4().hex[:8]}"
+    dirs = {k: str(tmp_path / k) for k in ("src", "out", "done", "func_done")}
+    (tmp_path / f"{name}.py").write_text(FUNCTION_APP.format(**dirs))
+    paths = [str(tmp_path), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "TASKLOOM_APP": f"{name}:pipeline"}
+
+    def launch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(LAUNCHER), "launch", *args], env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+
+    ok = launch("up", "a", "--force", "--sync")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "a").read_text() == "ABC"
+    assert json.loads((tmp_path / "func_done" / "a").read_text())["success"] is True
+    failed = launch("up", "bad")
+    assert failed.returncode == 1 and "bad job" in failed.stderr
+    assert json.loads((tmp_path / "func_done" / "bad").read_text())["error"]["type"] == "ValueError"
+    unknown = launch("nope", "a")
+    assert unknown.returncode == 2 and "no task 'nope'" in unknown.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -27,18 +28,29 @@ from taskloom.pipeline import (
     StoreRepository,
     TranslatedRepository,
 )
+from taskloom.pipeline.s3 import S3Repository
+from tests.s3_server import client_options, new_bucket, s3_endpoint, s3_options
+
+__all__ = ["s3_endpoint"]  # the fixture, imported so pytest finds it
 
 
 class Boom(Exception):
     pass
 
 
-@pytest.fixture(params=["memory", "file", "store"])
+@pytest.fixture(params=["memory", "file", "store", "s3"])
 async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RepositoryBase]:
     if request.param == "memory":
         yield MemoryRepository("m")
     elif request.param == "file":
         yield FileRepository(tmp_path / "repo")
+    elif request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        s3 = S3Repository(await new_bucket(endpoint), "jobs/", **client_options(endpoint))
+        try:
+            yield s3
+        finally:
+            await s3.close()
     else:
         async with TaskManager("memory://") as manager:
             yield StoreRepository(manager, "s")
@@ -235,3 +247,40 @@ async def test_loop_view_from_a_thread() -> None:
         return view.keys()
 
     assert await asyncio.to_thread(work) == ["a"]
+
+
+async def test_s3_objects_layout_and_errors(s3_endpoint: str) -> None:
+    from taskloom.errors import StoreUnavailableError
+
+    bucket = await new_bucket(s3_endpoint)
+    logs = S3Repository(bucket, "logs/", suffix=".txt", **client_options(s3_endpoint))
+    other = S3Repository(bucket, "other/", **client_options(s3_endpoint))
+    try:
+        await logs.write("job1", b"hello")
+        await other.write("job2", b"x")
+        assert await logs.snapshot() == {"job1"} and await other.snapshot() == {"job2"}
+        client = await logs._s3()
+        listing = await client.list_objects_v2(Bucket=bucket)
+        assert sorted(o["Key"] for o in listing["Contents"]) == ["logs/job1.txt", "other/job2"]
+        many = S3Repository(bucket, "many/", page_size=2, **client_options(s3_endpoint))
+        await asyncio.gather(*(many.write(f"k{i}", b"") for i in range(5)))
+        assert len(await many.snapshot()) == 5  # three listing pages
+        await many.close()
+    finally:
+        await logs.close()
+        await other.close()
+    nobucket = S3Repository("no-such-bucket", **client_options(s3_endpoint))
+    with pytest.raises(ConfigError, match="does not exist"):
+        await nobucket.snapshot()
+    await nobucket.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    down = S3Repository(bucket, **s3_options(closed), client_options={
+        "config": __import__("botocore.config").config.Config(retries={"max_attempts": 1})
+    })  # fmt: skip
+    with pytest.raises(StoreUnavailableError):
+        await down.read("x")
+    await down.close()
+    with pytest.raises(ConfigError):
+        S3Repository("")

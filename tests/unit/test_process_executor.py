@@ -42,6 +42,7 @@ async def inline_secret(ctx: TaskRun) -> bool:
 TASKS = [
     pt.where, pt.square, pt.sleeper, pt.crash, pt.flaky, pt.hog, pt.allocate, pt.affinity,
     pt.uses_secret, pt.raises, pt.aborts, pt.progress, pt.blocker, pt.async_square, pt.needs_absent_secret,
+    pt.chatty,
     thread_secret,
     inline_secret,
 ]  # fmt: skip
@@ -276,3 +277,19 @@ def test_exit_descriptions() -> None:
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(-11) == "was killed by SIGSEGV"
     assert "out of memory" in describe_exit(-9)
+
+
+async def test_records_logged_in_the_child_are_kept_with_the_run(
+    manager: TaskManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    run = await manager.execute("chatty")
+    assert run.state is TaskState.success and run.result != os.getpid()
+    logs = await manager.run_logs(run.id)
+    assert [(r["level"], r["logger"], r["message"]) for r in logs] == [
+        ("INFO", "taskloom.task.chatty", f"in the child [pid {run.result}]"),
+        ("WARNING", pt.__name__, "module logger in the child"),
+    ]
+    # the worker's own handlers see them too, with the run id
+    ours = [r for r in caplog.records if r.name == pt.__name__]
+    assert [getattr(r, "run_id", None) for r in ours] == [run.id]

@@ -193,3 +193,53 @@ async def test_scheduler_loop_picks_up_a_new_schedule_at_once() -> None:
                 await asyncio.wait_for(queued.wait(), timeout=5)
         [run] = await m.runs(task="report")
         assert run.params == {"day": 2}
+
+
+async def test_replacing_a_stored_schedule_starts_it_afresh(store: Store) -> None:
+    clock = FakeClock(START + 0.5)
+    async with TaskManager(store, tasks=TASKS, clock=clock) as m:
+        await m.add_schedule("r", "report", every(3600), {"day": 1})
+        sched = TaskScheduler(m)
+        assert await sched.tick() == []
+        clock.advance(1800)
+        await m.add_schedule("r", "report", every(60), {"day": 2})  # no catch-up of the hour
+        assert await sched.tick() == []
+        clock.advance(60)
+        [run] = await sched.tick()
+        assert run.params == {"day": 2}
+
+
+async def test_a_stored_schedule_of_an_unknown_task_is_skipped_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(START + 0.5)
+    async with TaskManager("memory://", tasks=TASKS, clock=clock) as m:
+        await m.add_schedule("r", "report", every(60), {"day": 1})
+        async with TaskManager(m.store, tasks=[send], clock=clock) as other:  # no `report`
+            sched = TaskScheduler(other)
+            for _ in range(3):
+                clock.advance(60)
+                assert await sched.tick() == []
+    assert caplog.text.count("stored schedule 'r' skipped here") == 1
+
+
+async def test_held_back_runs_leave_the_worker_asleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(START)  # frozen: the held-back runs stay 10 s away
+    async with TaskManager("memory://", tasks=TASKS, clock=clock, poll_interval=60) as m:
+        runs = await m.queue_many("call_api", [{"n": i} for i in range(5)])
+        claims = 0
+        claim = m.store.claim
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            nonlocal claims
+            claims += 1
+            return await claim(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(m.store, "claim", counting)
+        async with TaskConsumer(m):
+            done = [await m.wait(r.id, timeout=10) for r in runs[:3]]
+            settled = claims
+            await asyncio.sleep(0.3)  # a busy loop would claim hundreds of times here
+            assert claims <= settled + 1  # a wake-up already in flight may still claim
+        assert all(r.state is TaskState.success for r in done)
+        assert settled <= 5  # the first claim, then one per finished run at most

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import serde
+from ..runlog import forwarded_records
 from .remote import Reply, error_reply, locate, run_request
 
 
@@ -120,9 +121,10 @@ def handle(request: Mapping[str, Any], slot: int, send: _Sender) -> Reply:
     def progress(fraction: float | None, note: str | None) -> None:
         send({"kind": "progress", "run_id": run_id, "progress": fraction, "note": note})
 
-    return run_request(
-        task, dict(request), scope=lambda: run_scope(request, slot), on_progress=progress
-    )
+    with forwarded_records(task, run_id, send):
+        return run_request(
+            task, dict(request), scope=lambda: run_scope(request, slot), on_progress=progress
+        )
 
 
 def child_main(conn: Connection, slot: int) -> None:

@@ -28,6 +28,7 @@ from ..errors import ConfigError, TaskFailedError
 from ..outcome import value_of
 from ..policies import parse_memory
 from ..run import TaskRun
+from ..runlog import replay_record
 from ..secret_inputs import secret_values
 from ..task import Task
 from ._child import child_main
@@ -343,10 +344,14 @@ class ProcessExecutor:
             raise _Gone from None
         while True:
             message = await self._recv(child)
-            if message.get("kind") != "progress":
+            kind = message.get("kind")
+            if kind != "progress" and kind != "log":
                 return message
             if message.get("run_id") != run.id:
                 continue  # a thread of the previous run reporting after it returned
+            if kind == "log":
+                replay_record(run, message)
+                continue
             run.progress, run.progress_note = message.get("progress"), message.get("note")
             env.heartbeat()
 

@@ -8,6 +8,7 @@ a taskloom run. See docs/pipelines.md.
 from .kinds import ExecutorTask, InProcessTask, PipelineTask
 from .kube import KubeFunctionTask, KubeTask, PodFailedError
 from .links import Link, plugged_links
+from .managers import LocalProcessManager, ProcessHandle, ProcessManager, SSHProcessManager
 from .pipeline import Pipeline, PipelineStats, TaskStatus, done_record
 from .process import STDOUT, ProcessExitError, ProcessTask
 from .quotas import ResourceManager, Usage
@@ -26,15 +27,23 @@ from .repositories import (
     StoreRepository,
     TranslatedRepository,
 )
+from .s3 import S3Repository
 from .views import FileView, LoopView, SyncRepository
+
+# pydatatask's names: one kind runs bodies in-process; a repository holds blobs and metadata.
+InProcessSyncTask = InProcessTask
+MetadataRepository = Repository
+BlobRepository = Repository
 
 __all__ = [
     "STDOUT",
     "And",
     "Blob",
+    "BlobRepository",
     "ExecutorTask",
     "FileRepository",
     "FileView",
+    "InProcessSyncTask",
     "InProcessTask",
     "InvalidKeyError",
     "KeySet",
@@ -42,8 +51,10 @@ __all__ = [
     "KubeTask",
     "Link",
     "LiveRepository",
+    "LocalProcessManager",
     "LoopView",
     "MemoryRepository",
+    "MetadataRepository",
     "Not",
     "Or",
     "Pipeline",
@@ -51,10 +62,14 @@ __all__ = [
     "PipelineTask",
     "PodFailedError",
     "ProcessExitError",
+    "ProcessHandle",
+    "ProcessManager",
     "ProcessTask",
     "Repository",
     "RepositoryBase",
     "ResourceManager",
+    "S3Repository",
+    "SSHProcessManager",
     "StoreRepository",
     "SyncRepository",
     "TaskStatus",

@@ -1,4 +1,4 @@
-"""`taskloom pipeline status|run|graph`: the pipeline sub-app (typer + rich).
+"""`taskloom pipeline status|run|graph|ls|cat|inject`: the pipeline sub-app (typer + rich).
 
 `--app module:attr` (or TASKLOOM_APP) names a `Pipeline`, or a `TaskManager` on which
 pipelines were built (every pipeline registers its tasks there), or a callable returning
@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -22,12 +24,13 @@ from ..appload import load_object
 from ..errors import ConfigError, TaskloomError
 from ..manager import TaskManager
 from .pipeline import PIPELINE_ATTR, Pipeline, PipelineStats, TaskStatus
+from .repositories import Repository
 
 T = TypeVar("T")
 
 app = typer.Typer(
     name="pipeline",
-    help="Data pipelines: status, run, graph.",
+    help="Data pipelines: status, run, graph; ls, cat and inject for repositories.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -169,3 +172,93 @@ def graph_cmd(
     """The task/repository graph."""
     for p in _pipelines(app_spec):
         typer.echo(p.graph(dot=dot), nl=False)
+
+
+# -- repositories ---------------------------------------------------------------------------------
+def find_repository(pipelines: list[Pipeline], spec: str) -> Repository:
+    """The repository `TASK.LINK` names (task and link names may hold dots themselves)."""
+    for p in pipelines:
+        for cut in [i for i, ch in enumerate(spec) if ch == "."]:
+            task = p.tasks.get(spec[:cut])
+            if task is not None and spec[cut + 1 :] in task.links:
+                return task.links[spec[cut + 1 :]].repo
+    known = sorted(
+        f"{t}.{link}" for p in pipelines for t, pt in p.tasks.items() for link in pt.links
+    )
+    raise ConfigError(f"no repository {spec!r}: name one as TASK.LINK ({', '.join(known)})")
+
+
+RepoArg = Annotated[str, typer.Argument(help="the repository, as TASK.LINK (e.g. crunch.done)")]
+
+
+@app.command("ls")
+def ls_cmd(
+    repo: Annotated[str | None, typer.Argument(help="TASK.LINK; omit to list repositories")] = None,
+    app_spec: AppOpt = None,
+) -> None:
+    """List a repository's keys, one a line (without TASK.LINK: every linked repository)."""
+    pipelines = _pipelines(app_spec)
+    if repo is None:
+        for p in pipelines:
+            for name, task in p.tasks.items():
+                for link_name, link in task.links.items():
+                    flags = ",".join(link.flags) or "-"
+                    typer.echo(f"{name}.{link_name}\t{type(link.repo).__name__}\t{flags}")
+        return
+
+    async def go() -> list[str]:
+        try:
+            await pipelines[0].manager.connect()
+            return sorted(await find_repository(pipelines, repo).snapshot())
+        finally:
+            await _close(pipelines)
+
+    for key in _run(go):
+        typer.echo(key)
+
+
+@app.command("cat")
+def cat_cmd(repo: RepoArg, key: str, app_spec: AppOpt = None) -> None:
+    """Print the value of one key (its bytes, as stored); exit 2 if it is absent."""
+    pipelines = _pipelines(app_spec)
+
+    async def go() -> bytes:
+        try:
+            await pipelines[0].manager.connect()
+            try:
+                return await find_repository(pipelines, repo).read(key)
+            except KeyError:
+                raise ConfigError(f"{repo} has no key {key!r}") from None
+        finally:
+            await _close(pipelines)
+
+    data = _run(go)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@app.command("inject")
+def inject_cmd(
+    repo: RepoArg,
+    key: str,
+    source: Annotated[
+        str, typer.Option("--file", "-f", help="read the value from this file ('-': stdin)")
+    ] = "-",
+    app_spec: AppOpt = None,
+) -> None:
+    """Write one key's value from a file or stdin (atomically, replacing any old value)."""
+    pipelines = _pipelines(app_spec)
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {source}: {exc}", 2) from None
+
+    async def go() -> None:
+        try:
+            await pipelines[0].manager.connect()
+            await find_repository(pipelines, repo).write(key, data)
+        finally:
+            await _close(pipelines)
+
+    _run(go)
+    err_console.print(f"wrote {len(data)} bytes to {repo} {key!r}", highlight=False)

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 from ..policies import Resources, RetryPolicy
@@ -32,6 +32,10 @@ from .repositories import (
 )
 from .views import FileView, LoopView, SyncRepository
 
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .quotas import ResourceManager
+
 JobBody = Callable[..., Awaitable[Any]]
 
 
@@ -43,6 +47,9 @@ class PipelineTask(ABC):
     inhibits_output: jobs with a run in flight). `retry` is the taskloom `RetryPolicy` of
     each job's run (an int means that many retries); `timeout` kills an attempt that runs
     longer; `resources` is what one job charges against the pipeline's quotas.
+    `disabled=True` keeps the task in the pipeline (its links, its status) but it is never
+    launched. Each pass of the pipeline loop calls `update()` then `launch(job)` for every
+    ready job the quotas allow; a subclass may override either.
     """
 
     kind: ClassVar[str] = "task"
@@ -56,8 +63,12 @@ class PipelineTask(ABC):
         resources: Resources | None = None,
         retry: RetryPolicy | int | None = None,
         timeout: float | timedelta | None = None,
+        disabled: bool = False,
     ) -> None:
         self.name = check_name("task", name)
+        self.disabled = disabled
+        self.quotas: list[ResourceManager] = []  # quotas this task brought (see Pipeline)
+        self.pipeline: Pipeline | None = None  # set when a pipeline opens with this task
         self.resources = resources
         self.retry = RetryPolicy.from_retries(retry) if isinstance(retry, int) else retry
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
@@ -99,10 +110,18 @@ class PipelineTask(ABC):
         output_links: Iterable[str] | None = None,
         meta: bool = True,
         translator: Repository | None = None,
+        translate_allow_deletes: bool = False,
+        translate_prefetch_lookup: bool = True,
     ) -> list[str]:
         """Take `upstream`'s outputs as inputs (see `links.plugged_links`); returns the names
-        of the new links, `<upstream>_<link>`."""
-        new = plugged_links(upstream.name, upstream.links, output_links, meta, translator)
+        of the new links, `<upstream>_<link>`. With a `translator`,
+        `translate_allow_deletes` lets deletes through the translated view reach the
+        upstream repository, and `translate_prefetch_lookup` fetches every translation on
+        first access (then only new ones) instead of looking each key up every time."""
+        new = plugged_links(
+            upstream.name, upstream.links, output_links, meta, translator,
+            allow_deletes=translate_allow_deletes, prefetch_lookup=translate_prefetch_lookup,
+        )  # fmt: skip
         if clash := sorted(set(new) & set(self.links)):
             raise ConfigError(f"task {self.name!r} already has links {', '.join(clash)}")
         self.links.update(new)
@@ -117,6 +136,12 @@ class PipelineTask(ABC):
         required = list(self.required_for_start.values())
         inhibiting = list(self.inhibits_start.values())
         return And(*required, Not(Or(*inhibiting))) if inhibiting else And(*required)
+
+    @property
+    def run_timeout(self) -> float | None:
+        """The timeout of each job's taskloom run (a kind that times jobs out itself says
+        None)."""
+        return self.timeout
 
     @property
     def has_ready_override(self) -> bool:
@@ -183,6 +208,21 @@ class PipelineTask(ABC):
 
     async def teardown(self) -> None:  # noqa: B027 - an optional hook, like RunHooks
         """Called once when the pipeline closes."""
+
+    async def update(self) -> bool:
+        """Part one of each pass, before jobs are reaped and launched: maintenance of this
+        task's live jobs. Return True if anything happened or something is still live, so
+        the loop keeps going. The default does nothing (taskloom runs reap themselves)."""
+        return False
+
+    async def launch(self, job: str) -> None:
+        """Part two of each pass, for every ready job the quotas allow: start `job`. The
+        default queues the job's taskloom run (the loop sends one pass's runs together);
+        an override may do its own thing, then call `super().launch(job)` or not. If it
+        raises, or queues nothing, the job's quota charge is returned and it stays ready."""
+        if self.pipeline is None:
+            raise ConfigError(f"task {self.name!r} is not in an open pipeline")
+        self.pipeline.stage_launch(self, job)
 
     @abstractmethod
     async def execute(self, job: str, run: TaskRun) -> Any:
@@ -264,10 +304,11 @@ class InProcessTask(_WithBody):
         ready: KeySet | None = None,
         retry: RetryPolicy | int | None = None,
         timeout: float | timedelta | None = None,
+        disabled: bool = False,
     ) -> None:
         super().__init__(
             name, func=func, done=done, ready=ready, resources=resources, retry=retry,
-            timeout=timeout,
+            timeout=timeout, disabled=disabled,
         )  # fmt: skip
 
     async def execute(self, job: str, run: TaskRun) -> Any:
@@ -301,10 +342,11 @@ class ExecutorTask(_WithBody):
         ready: KeySet | None = None,
         retry: RetryPolicy | int | None = None,
         timeout: float | timedelta | None = None,
+        disabled: bool = False,
     ) -> None:
         super().__init__(
             name, func=func, done=done, ready=ready, resources=resources, retry=retry,
-            timeout=timeout,
+            timeout=timeout, disabled=disabled,
         )  # fmt: skip
         self.executor = executor
 

@@ -19,11 +19,17 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, NonRetryableError, TaskFailedError, missing_extra
+from ..errors import (
+    ConfigError,
+    NonRetryableError,
+    TaskFailedError,
+    TaskTimeoutError,
+    missing_extra,
+)
 from ..executors.kubernetes import pod_reason
 from ..k8s.client import (
     K8sClient,
@@ -46,6 +52,7 @@ from ..task import Task, make_task
 from .kinds import JobBody, PipelineTask, _WithBody, link_kwargs
 from .pipeline import internal_name
 from .process import render, template_vars
+from .quotas import ResourceManager
 from .repositories import KeySet, LiveRepository, MemoryRepository, Repository
 
 log = logging.getLogger("taskloom.pipeline.kube")
@@ -57,6 +64,10 @@ LABEL_JOB = "taskloom.io/job"
 ANNOTATION_JOB = "taskloom.io/job-key"  # the exact key: a label value is cut and cleaned
 
 _BUILTIN_VARS = ("job", "task", "run_id", "attempt", "pod", "namespace")
+# The kubelet's own deadline sits this far past `timeout`, so that the task times a pod out
+# first (and calls `handle_timeout`); it still bounds the pod if this process dies.
+DEADLINE_GRACE = 30
+LAUNCHER = Path(__file__).resolve().parent / "launcher"  # `python3 {{argv0}} launch TASK JOB`
 _DONE_PHASES = ("Succeeded", "Failed")
 # A placeholder is swapped for this plain word before YAML parsing, so `name: {{ job }}` needs
 # no quotes and no value is ever parsed as YAML (a key holding `: ` or a newline stays a string).
@@ -165,6 +176,12 @@ class KubeTask(PipelineTask):
     deleted; it is also deleted on timeout and cancel. A Failed pod raises `PodFailedError`
     with the pod's reason and the last `log_lines` lines of its log. `client` defaults to an
     in-cluster `K8sClient`, `namespace` to the template's, else `K8sConfig().namespace`.
+
+    `timeout` counts the time the pod has been seen running (not time spent pending): past it,
+    `await self.handle_timeout(pod)` runs (override it, e.g. to save what the pod made so
+    far), then the attempt fails with `TaskTimeoutError` and the pod is deleted. The pod's
+    `activeDeadlineSeconds` (default `timeout` plus `DEADLINE_GRACE`) is the kubelet's
+    backstop for when this process is gone.
     """
 
     kind = "kube"
@@ -186,10 +203,12 @@ class KubeTask(PipelineTask):
         timeout: float | timedelta | None = None,
         poll_interval: float | None = None,
         log_lines: int = 20,
+        disabled: bool = False,
     ) -> None:
         super().__init__(
-            name, done=done, ready=ready, resources=resources, retry=retry, timeout=timeout
-        )
+            name, done=done, ready=ready, resources=resources, retry=retry, timeout=timeout,
+            disabled=disabled,
+        )  # fmt: skip
         self.template_source = template
         self.namespace = namespace
         self.container = container
@@ -206,6 +225,16 @@ class KubeTask(PipelineTask):
             # record, and a kept log must not stop the job from launching again.
             self.link("logs", logs, is_status=True, required_for_output=True)
 
+    @property
+    def run_timeout(self) -> float | None:
+        """None: the kind times pods out itself, on their running time."""
+        return None
+
+    async def handle_timeout(self, pod: Manifest) -> None:
+        """Called when a pod ran longer than `timeout`, before it is deleted (default: nothing;
+        the pod's log so far is still saved into `logs`). Override it to scrape in-progress
+        data out of the pod. An error here is logged, never hides the timeout."""
+
     # -- configuration ------------------------------------------------------------------------
     def _load(self) -> Manifest:
         if self._template is None:
@@ -216,11 +245,15 @@ class KubeTask(PipelineTask):
         return self._template
 
     def problems(self) -> list[str]:
-        out = super().problems()
+        return super().problems() + self.template_problems()
+
+    def template_problems(self) -> list[str]:
+        """What is wrong with the pod template (empty when nothing is)."""
+        out: list[str] = []
         try:
             template = self._load()
         except (OSError, ConfigError) as exc:
-            return [*out, f"cannot read pod template: {exc}"]
+            return [f"cannot read pod template: {exc}"]
         if template.get("kind", "Pod") != "Pod" or template.get("apiVersion", "v1") != "v1":
             out.append(f"template is a {template.get('apiVersion')}/{template.get('kind')}, "
                        "not a v1 Pod")  # fmt: skip
@@ -302,7 +335,7 @@ class KubeTask(PipelineTask):
         spec.setdefault("restartPolicy", "Never")
         if self.timeout and "activeDeadlineSeconds" not in spec:
             # The kubelet's own deadline still kills the pod if this process dies meanwhile.
-            spec["activeDeadlineSeconds"] = max(1, math.ceil(self.timeout))
+            spec["activeDeadlineSeconds"] = max(1, math.ceil(self.timeout)) + DEADLINE_GRACE
         container = _first_container(doc)
         quantities = self.resources.k8s() if self.resources is not None else {}
         if quantities and container and "resources" not in container:
@@ -359,6 +392,8 @@ class KubeTask(PipelineTask):
 
     async def _wait(self, namespace: str, name: str, run_id: str) -> Manifest:
         client = self._k8s()
+        loop = asyncio.get_running_loop()
+        running_since: float | None = None
         while True:
             try:
                 pod = await client.get_pod(namespace, name)
@@ -367,9 +402,24 @@ class KubeTask(PipelineTask):
                     name, "PodGone", f"pod {name} was deleted before it ended (evicted, or "
                     "deleted outside taskloom)", run_id=run_id,
                 ) from None  # fmt: skip
-            if (pod.get("status") or {}).get("phase") in _DONE_PHASES:
+            status = pod.get("status") or {}
+            if status.get("phase") in _DONE_PHASES:
                 return pod
+            if status.get("phase") == "Running":
+                running_since = loop.time() if running_since is None else running_since
+                if self.timeout is not None and loop.time() - running_since >= self.timeout:
+                    await self._timed_out(pod)
+            else:
+                running_since = None
             await asyncio.sleep(self.poll_interval)
+
+    async def _timed_out(self, pod: Manifest) -> None:
+        name = pod["metadata"]["name"]
+        try:
+            await self.handle_timeout(pod)
+        except Exception:
+            log.exception("handle_timeout of task %s failed for pod %s", self.name, name)
+        raise TaskTimeoutError(f"pod {name} ran longer than its timeout of {self.timeout}s")
 
     async def _conclude(self, job: str, run: TaskRun, pod: Manifest, container: str) -> Any:
         status = pod.get("status") or {}
@@ -453,19 +503,30 @@ def _inside_its_pod(run: TaskRun) -> bool:
 
 
 class KubeFunctionTask(_WithBody):
-    """A job is `await func(job, **links)` run in a Kubernetes Job by taskloom's kubernetes
-    executor (one Job per attempt, its container copied from the worker Deployment named by
-    `k8s_config`, the outcome passed back through the store).
+    """A job is `await func(job, **links)` run on Kubernetes, in one of two ways.
 
-    The Job's pod runs `taskloom exec-run <run id>` for the job's own run: it imports the app,
-    which builds this pipeline, and the pipeline's internal task calls this kind, which runs
-    the body there. So the body's links must be reachable from the pod (`StoreRepository`,
-    or `FileRepository` on a shared volume); memory repositories are reported by
-    `pipeline.validate()`. `env` adds container environment variables; `resources` is both
-    the quota charge and the container's requests and limits; `timeout` also becomes the
-    Job's `activeDeadlineSeconds`. The manager's kubernetes executor is used
-    (`manager.set_executor("kubernetes", KubernetesExecutor(client))` to choose its client).
-    Usable as a decorator: `@KubeFunctionTask("name", done=repo)`.
+    Without `template`: in a Kubernetes Job launched by taskloom's kubernetes executor (one
+    Job per attempt, its container copied from the worker Deployment named by `k8s_config`,
+    the outcome passed back through the store). The Job's pod runs `taskloom exec-run <run
+    id>` for the job's own run: it imports the app, which builds this pipeline, and the
+    pipeline's internal task calls this kind, which runs the body there. `env` adds container
+    environment variables; `resources` is both the quota charge and the container's requests
+    and limits; `timeout` also becomes the Job's `activeDeadlineSeconds`. The manager's
+    kubernetes executor is used (`manager.set_executor("kubernetes", KubernetesExecutor(...))`).
+
+    With `template` (pydatatask's way): a bare pod made from that Pod template, as `KubeTask`
+    makes one, whose container runs `python3 {{argv0}} launch "{{task}}" "{{job}}" --force
+    --sync`: `{{ argv0 }}` is taskloom's launcher (override it with `values={"argv0": ...}`
+    if the image keeps taskloom elsewhere), which loads the app named by `TASKLOOM_APP` in
+    the pod, runs the body and records it in `func_done`. `podman` is the `K8sClient` (or a
+    callable returning one); `logs` receives the pod's log; `kube_done` is the `done`
+    repository (the pod's lifetime and exit); `func_done` (status, inhibits_start,
+    required_for_output) the function's own record. `resources` may be a `ResourceManager`:
+    the task's jobs then count against it, each charged the first container's requests.
+
+    Either way the body's links must be reachable from the pod (`StoreRepository`,
+    `S3Repository`, or `FileRepository` on a shared volume); memory repositories are reported
+    by `pipeline.validate()`. Usable as a decorator.
     """
 
     kind = "kube-function"
@@ -473,26 +534,68 @@ class KubeFunctionTask(_WithBody):
     def __init__(
         self,
         name: str,
+        podman: K8sClient | Callable[[], K8sClient] | None = None,
+        resources: Resources | ResourceManager | None = None,
+        template: Mapping[str, Any] | str | Path | None = None,
+        logs: Repository | None = None,
+        kube_done: Repository | None = None,
+        func_done: Repository | None = None,
+        env: Mapping[str, str] | None = None,
         func: JobBody | None = None,
         *,
-        done: Repository,
+        done: Repository | None = None,
         k8s_config: K8sConfig | None = None,
-        env: Mapping[str, str] | None = None,
-        resources: Resources | None = None,
+        namespace: str | None = None,
+        values: Mapping[str, str] | None = None,
         ready: KeySet | None = None,
         retry: RetryPolicy | int | None = None,
         timeout: float | timedelta | None = None,
+        poll_interval: float | None = None,
+        disabled: bool = False,
     ) -> None:
+        if done is not None and kube_done is not None and done is not kube_done:
+            raise ConfigError(f"task {name!r}: kube_done is the done repository; pass one")
+        quota = resources if isinstance(resources, ResourceManager) else None
+        charge = None if isinstance(resources, ResourceManager) else resources
         super().__init__(
-            name, func=func, done=done, ready=ready, resources=resources, retry=retry,
-            timeout=timeout,
+            name, func=func, done=kube_done or done or MemoryRepository(f"{name}.done"),
+            ready=ready, resources=charge, retry=retry, timeout=timeout, disabled=disabled,
         )  # fmt: skip
+        if quota is not None:
+            self.quotas.append(quota)
         self.k8s_config = k8s_config
         self.env = dict(env or {})
         self._job_task: Task | None = None
+        self.pod: KubeTask | None = None
+        if template is None:
+            if podman is not None or logs is not None:
+                raise ConfigError(
+                    f"task {name!r}: podman= and logs= go with a pod template= (without one, "
+                    "the function runs in a Job made by the kubernetes executor)"
+                )
+        else:
+            client = podman if isinstance(podman, K8sClient) or podman is None else podman()
+            self.pod = KubeTask(
+                name, template, self.done, logs=logs, namespace=namespace, client=client,
+                values={"argv0": str(LAUNCHER), **(values or {})},
+                resources=charge, timeout=timeout, poll_interval=poll_interval,
+            )  # fmt: skip
+            self.pod.links = self.links  # one set of links: the pod's template sees ours
+            if logs is not None:
+                self.link("logs", logs, is_status=True, required_for_output=True)
+        if func_done is not None:
+            self.link("func_done", func_done, is_status=True, inhibits_start=True,
+                      required_for_output=True)  # fmt: skip
+
+    @property
+    def run_timeout(self) -> float | None:
+        """A pod times itself out (see `KubeTask`); a Job has the run's timeout."""
+        return None if self.pod is not None else self.timeout
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if self.pod is not None:
+            out += self.pod.template_problems()
         if self.func is not None:
             for name, repo in link_kwargs(self, self.func).items():
                 if isinstance(repo, MemoryRepository | LiveRepository):
@@ -500,6 +603,24 @@ class KubeFunctionTask(_WithBody):
                                "process and cannot reach the pod: use a StoreRepository or a "
                                "FileRepository on a shared volume")  # fmt: skip
         return out
+
+    async def setup(self) -> None:
+        """Read the pod template; charge a quota the first container's requests."""
+        if self.pod is None:
+            return
+        await self.pod.setup()
+        if self.quotas and self.resources is None:
+            requests = (_first_container(self.pod._load()).get("resources") or {}).get(
+                "requests"
+            ) or {}
+            self.resources = self.pod.resources = Resources(
+                cpu=requests.get("cpu"), memory=requests.get("memory")
+            )
+
+    async def teardown(self) -> None:
+        """Close the pod client this task built."""
+        if self.pod is not None:
+            await self.pod.teardown()
 
     @property
     def job_task(self) -> Task:
@@ -514,10 +635,34 @@ class KubeFunctionTask(_WithBody):
             )  # fmt: skip
         return self._job_task
 
-    async def execute(self, job: str, run: TaskRun) -> Any:
-        """Hand this attempt to the kubernetes executor; inside the Job's pod, run the body."""
+    async def run_body(self, job: str) -> bool:
+        """Run the body for `job` here (what the pod's launcher does) and record it in
+        `func_done`; True if it succeeded. Never raises for the body's own errors."""
         if self.func is None:
             raise ConfigError(f"task {self.name!r} has no body")
+        started = datetime.now(UTC)
+        error: BaseException | None = None
+        try:
+            await self.func(job, **link_kwargs(self, self.func))
+        except Exception as exc:
+            error = exc
+            log.exception("job %s/%s failed in its pod", self.name, job)
+        if "func_done" in self.links:
+            await self.links["func_done"].repo.dump(job, {
+                "task": self.name, "job": job, "success": error is None,
+                "start": started.isoformat(), "end": datetime.now(UTC).isoformat(),
+                "error": None if error is None
+                else {"type": type(error).__name__, "message": str(error)},
+            })  # fmt: skip
+        return error is None
+
+    async def execute(self, job: str, run: TaskRun) -> Any:
+        """Run the pod from the template, or hand this attempt to the kubernetes executor;
+        inside the executor's Job, run the body."""
+        if self.func is None:
+            raise ConfigError(f"task {self.name!r} has no body")
+        if self.pod is not None:
+            return await self.pod.execute(job, run)
         if _inside_its_pod(run):
             await self.func(job, **link_kwargs(self, self.func))
             return None

@@ -87,6 +87,9 @@ def plugged_links(
     output_links: Iterable[str] | None = None,
     meta: bool = True,
     translator: Repository | None = None,
+    *,
+    allow_deletes: bool = False,
+    prefetch_lookup: bool = True,
 ) -> dict[str, Link]:
     """The links a task gains by plugging into `upstream` (whose links are `links`).
 
@@ -94,7 +97,8 @@ def plugged_links(
     upstream's `required_for_output` links become `required_for_start` and its
     `inhibits_output` links `inhibits_start` (so status links such as `done` and `live`
     carry over); without it, outputs are plain required inputs. `output_links` limits which
-    upstream links are used; `translator` maps this task's job keys to upstream keys.
+    upstream links are used; `translator` maps this task's job keys to upstream keys
+    (`allow_deletes` and `prefetch_lookup` go to each `TranslatedRepository`).
     """
     allowed = None if output_links is None else set(output_links)
     if allowed is not None and (unknown := allowed - set(links)):
@@ -108,7 +112,9 @@ def plugged_links(
             continue
         repo: Repository = link.repo
         if translator is not None:
-            repo = TranslatedRepository(repo, translator)
+            repo = TranslatedRepository(
+                repo, translator, allow_deletes=allow_deletes, prefetch_lookup=prefetch_lookup
+            )
         out[f"{upstream}_{name}"] = Link(
             repo,
             is_input=link.is_output,

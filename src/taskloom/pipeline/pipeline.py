@@ -137,6 +137,12 @@ class Pipeline:
         self.tasks = {t.name: t for t in self.task_list}
         self.manager = manager
         self.quotas = list(quotas)
+        for t in self.task_list:  # a quota handed to tasks (pydatatask's way) governs them
+            for q in t.quotas:
+                if q not in self.quotas:
+                    if q.tasks is None:
+                        q.tasks = frozenset(o.name for o in self.task_list if q in o.quotas)
+                    self.quotas.append(q)
         self.queue = queue
         self.serve = serve
         self.concurrency = concurrency
@@ -152,6 +158,7 @@ class Pipeline:
         self._open = False
         self._recovered = False
         self._last_reconcile = 0.0
+        self._staged: list[str] = []  # jobs the current task's launch() queued this pass
         for t in self.task_list:
             self._internal[t.name] = manager.register_task(self._make_internal(t))
 
@@ -171,7 +178,7 @@ class Pipeline:
             executor="inline",
             queue=self.queue,
             retry=ptask.retry,
-            timeout_seconds=ptask.timeout,
+            timeout_seconds=ptask.run_timeout,
             resources=ptask.resources,
             tags=["pipeline", ptask.name],
             short_description=f"{ptask.kind} job of pipeline task {ptask.name!r}",
@@ -212,6 +219,7 @@ class Pipeline:
         self.validate()
         await self.manager.connect()
         for t in self.task_list:
+            t.pipeline = self
             await t.setup()
         self._reset()
         self.manager.hooks.add(self._hook)
@@ -254,13 +262,17 @@ class Pipeline:
         if not self._open:
             raise ConfigError("open the pipeline first: `async with pipeline:`")
         self.stats.passes += 1
+        busy = False
+        for t in self.task_list:
+            if not t.disabled:
+                busy = await t.update() or busy
         reaped = 0
         if not self._recovered:
             reaped = await self._recover()
             self._recovered = True
         reaped += await self._reap()
         launched, waiting = await self._launch()
-        return bool(reaped or launched or waiting or self._tracked)
+        return bool(busy or reaped or launched or waiting or self._tracked)
 
     async def wait(self, timeout: float | None = None) -> None:
         """Sleep until one of our runs ends, a quota window reopens, or `timeout` (default
@@ -403,6 +415,8 @@ class Pipeline:
         self.stats.denials.clear()
         now = self.manager.clock()
         for task in self.task_list:
+            if task.disabled:
+                continue
             ready = await task.ready.snapshot()
             if task.has_ready_override:  # an override narrows; live and done jobs stay out
                 ready = ready - await task.live.snapshot() - await task.done.snapshot()
@@ -417,14 +431,32 @@ class Pipeline:
                     break
                 for q in quotas:
                     q.acquire(dedup_key(task.name, job), task.resources, now)
-                runs.append(self.manager.new_run(
-                    self._internal[task.name], {"job": job}, queue=self.queue,
-                    dedup_key=dedup_key(task.name, job),
-                ))  # fmt: skip
+                self._staged = []
+                try:
+                    await task.launch(job)
+                except Exception:
+                    log.exception("launching job %s/%s failed; it stays ready", task.name, job)
+                if job not in self._staged:  # the task's launch() queued nothing
+                    for q in quotas:
+                        q.release(dedup_key(task.name, job))
+                runs += [self._new_run(task, j) for j in self._staged]
+            self._staged = []
             if runs:
                 launched += await self._enqueue(task, runs)
         self.stats.denied = waiting
         return launched, waiting
+
+    def stage_launch(self, task: PipelineTask, job: str) -> None:
+        """Queue `job`'s run with the rest of this pass (what `PipelineTask.launch` does)."""
+        if task.name not in self._internal or self.tasks.get(task.name) is not task:
+            raise ConfigError(f"task {task.name!r} is not in this pipeline")
+        self._staged.append(job)
+
+    def _new_run(self, task: PipelineTask, job: str) -> TaskRun:
+        return self.manager.new_run(
+            self._internal[task.name], {"job": job}, queue=self.queue,
+            dedup_key=dedup_key(task.name, job),
+        )  # fmt: skip
 
     async def _enqueue(self, task: PipelineTask, runs: list[TaskRun]) -> int:
         try:

@@ -1,36 +1,40 @@
-"""ProcessTask: a job is a script rendered from a template and run as a subprocess.
+"""ProcessTask: a job is a script rendered from a template and run as a process, here or on
+another host (its `manager`, see `managers.py`).
 
-The script runs in a scratch directory of its own, in a new process group (so a timeout or a
-cancel kills everything it started). Inputs are given as paths: a file repository's own file,
-or a copy of the blob for other repositories. Outputs are written by the script to paths in
-the scratch directory and copied into their repositories atomically only after it exits 0,
-together with the captured stdout and stderr; a failed job leaves no output behind.
+The script runs in a working directory of its own under the task's `basedir`, in a new
+process group (so a timeout or a cancel kills everything it started). Inputs are given as
+paths: a file repository's own file (on this machine), or a copy of the blob for other
+repositories. Outputs are written by the script to paths in the working directory and
+copied into their repositories atomically only after it exits 0, together with the captured
+stdout and stderr; a failed job leaves no output behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from pathlib import Path
-from typing import IO, Any, Final
+from pathlib import Path, PurePosixPath
+from typing import Any, Final
 
 from ..errors import NonRetryableError, TaskloomError
 from ..policies import Resources, RetryPolicy
 from ..run import TaskRun
 from .kinds import PipelineTask
+from .managers import LocalProcessManager, ProcessManager
 from .repositories import FileRepository, KeySet, Repository
+
+log = logging.getLogger("taskloom.pipeline.process")
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 _BUILTIN_VARS = ("job", "task", "run_id", "attempt", "workdir")
-_SPECIAL_LINKS = ("done", "live", "stdin", "stdout", "stderr")
+_SPECIAL_LINKS = ("done", "live", "pids", "stdin", "stdout", "stderr")
 _STDERR_TAIL = 2000
 
 
@@ -85,6 +89,11 @@ class ProcessTask(PipelineTask):
     A script starting with `#!` is executed directly, anything else by `/bin/sh`.
     `stdin` (is_input) feeds the job's blob to the script; `stdout` and `stderr` (is_output)
     receive what it printed; `stderr=STDOUT` merges the two streams.
+
+    `manager` is where jobs run: a `ProcessManager` or a callable returning one (default: a
+    `LocalProcessManager` under `scratch_dir`); an `SSHProcessManager` runs them on another
+    host, copying inputs there and outputs back. `pids` (linked as status, inhibits_start,
+    inhibits_output) holds each running job's pid, host and working directory.
     """
 
     kind = "process"
@@ -104,10 +113,16 @@ class ProcessTask(PipelineTask):
         retry: RetryPolicy | int | None = None,
         timeout: float | timedelta | None = None,
         scratch_dir: str | os.PathLike[str] | None = None,
+        manager: ProcessManager | Callable[[], ProcessManager] | None = None,
+        pids: Repository | None = None,
+        disabled: bool = False,
     ) -> None:
         super().__init__(
-            name, done=done, ready=ready, resources=resources, retry=retry, timeout=timeout
-        )
+            name, done=done, ready=ready, resources=resources, retry=retry, timeout=timeout,
+            disabled=disabled,
+        )  # fmt: skip
+        self._manager_source = manager
+        self._manager = manager if isinstance(manager, ProcessManager) else None
         self.template_source = template
         self.template = template if isinstance(template, str) else ""
         self.environ = dict(environ or {})
@@ -119,6 +134,21 @@ class ProcessTask(PipelineTask):
             self.link("stdout", stdout, is_output=True)
         if stderr is not None and not isinstance(stderr, _Stdout):
             self.link("stderr", stderr, is_output=True)
+        if pids is not None:
+            self.link("pids", pids, is_status=True, inhibits_start=True, inhibits_output=True)
+
+    @property
+    def manager(self) -> ProcessManager:
+        """Where this task's jobs run."""
+        if self._manager is None:
+            source = self._manager_source
+            self._manager = source() if callable(source) else LocalProcessManager(self.scratch_dir)
+        return self._manager
+
+    @property
+    def basedir(self) -> PurePosixPath:
+        """The directory on the target that holds this task's working directories."""
+        return self.manager.basedir / self.name
 
     def _load_template(self) -> str:
         if isinstance(self.template_source, Path):
@@ -141,18 +171,39 @@ class ProcessTask(PipelineTask):
         """Read the template file, if the template is a path."""
         self.template = self._load_template()
 
+    async def teardown(self) -> None:
+        """Close the manager (an SSH connection)."""
+        if self._manager is not None:
+            await self._manager.close()
+
     async def execute(self, job: str, run: TaskRun) -> Any:
         """Stage inputs, run the script, store outputs on success; returns its exit status."""
         if not self.template:
             self.template = self._load_template()
-        scratch = Path(tempfile.mkdtemp(prefix=f"taskloom-{self.name}-", dir=self.scratch_dir))
+        manager = self.manager
+        if manager.local:  # the working directory is the staging directory itself
+            base = Path(self.basedir)
+            await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f"{run.id}-{run.retry_attempt}-", dir=base))
+            workdir = PurePosixPath(scratch)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix=f"taskloom-{self.name}-"))
+            workdir = self.basedir / f"{run.id}-{run.retry_attempt}"
         try:
-            return await self._run_in(scratch, job, run)
+            return await self._run_in(scratch, workdir, job, run)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+            if not manager.local:
+                try:
+                    await asyncio.shield(manager.remove(workdir))
+                except Exception as exc:  # never hide the job's own outcome
+                    log.warning("could not remove %s on %s: %s", workdir, manager.host, exc)
 
-    async def _stage(self, scratch: Path, job: str) -> tuple[dict[str, str], dict[str, Path]]:
-        """Paths for every data link; outputs are collected from `outputs` after the run."""
+    async def _stage(
+        self, scratch: Path, workdir: PurePosixPath, job: str, local: bool
+    ) -> tuple[dict[str, str], dict[str, Path]]:
+        """Target paths for every data link (`scratch` here becomes `workdir` there); outputs
+        are collected from `outputs` after the run."""
         paths: dict[str, str] = {}
         outputs: dict[str, Path] = {}
         (scratch / "in").mkdir()
@@ -162,31 +213,35 @@ class ProcessTask(PipelineTask):
                 continue
             if link.is_output:
                 outputs[name] = scratch / "out" / name
-                paths[name] = str(outputs[name])
+                paths[name] = str(workdir / "out" / name)
                 if link.is_input:  # updated in place: start from the current value
                     with contextlib.suppress(KeyError):
                         outputs[name].write_bytes(await link.repo.read(job))
-            elif isinstance(link.repo, FileRepository):
+            elif local and isinstance(link.repo, FileRepository):
                 paths[name] = str(link.repo.path_of(job))
             else:
                 target = scratch / "in" / name
                 with contextlib.suppress(KeyError):  # an optional input may be absent
                     target.write_bytes(await link.repo.read(job))
-                paths[name] = str(target)
+                paths[name] = str(workdir / "in" / name)
         return paths, outputs
 
-    async def _run_in(self, scratch: Path, job: str, run: TaskRun) -> dict[str, Any]:
-        paths, outputs = await self._stage(scratch, job)
+    async def _run_in(
+        self, scratch: Path, workdir: PurePosixPath, job: str, run: TaskRun
+    ) -> dict[str, Any]:
+        manager = self.manager
+        paths, outputs = await self._stage(scratch, workdir, job, manager.local)
         values = {
             "job": job, "task": self.name, "run_id": run.id,
-            "attempt": str(run.retry_attempt), "workdir": str(scratch), **paths,
+            "attempt": str(run.retry_attempt), "workdir": str(workdir), **paths,
         }  # fmt: skip
         script = scratch / "script"
         script.write_text(render(self.template, values))
         script.chmod(0o700)
-        command = [str(script)] if self.template.startswith("#!") else ["/bin/sh", str(script)]
+        there = str(workdir / "script")
+        command = [there] if self.template.startswith("#!") else ["/bin/sh", there]
         env = {
-            **os.environ, **self.environ, "TASKLOOM_JOB": job, "TASKLOOM_TASK": self.name,
+            **self.environ, "TASKLOOM_JOB": job, "TASKLOOM_TASK": self.name,
             "TASKLOOM_RUN_ID": run.id, **{_env_name(k): v for k, v in paths.items()},
         }  # fmt: skip
         stdin_path = scratch / "stdin"
@@ -195,8 +250,13 @@ class ProcessTask(PipelineTask):
                 stdin_path.write_bytes(await self.links["stdin"].repo.read(job))
         stdin_path.touch()
         out_path, err_path = scratch / "stdout", scratch / "stderr"
-        with stdin_path.open("rb") as fin, out_path.open("wb") as fout, err_path.open("wb") as ferr:
-            code = await self._spawn(command, env, scratch, fin, fout, ferr)
+        await manager.put(scratch, workdir)
+        code = await self._spawn(job, run, command, env, workdir)
+        await manager.get(workdir, ["out", "stdout", "stderr"], scratch)
+        if not out_path.exists():
+            out_path.touch()
+        if not err_path.exists():
+            err_path.touch()
         if code != 0:
             err = (out_path if self.merge_stderr else err_path).read_bytes()
             raise ProcessExitError(code, err[-_STDERR_TAIL:].decode(errors="replace"))
@@ -211,27 +271,34 @@ class ProcessTask(PipelineTask):
 
     async def _spawn(
         self,
+        job: str,
+        run: TaskRun,
         command: list[str],
         env: dict[str, str],
-        cwd: Path,
-        fin: IO[bytes],
-        fout: IO[bytes],
-        ferr: IO[bytes],
+        workdir: PurePosixPath,
     ) -> int:
         """Run the script to its end; a cancel (timeout, abort, drain) kills its process group.
+        While it runs, `pids` holds its pid, host and working directory.
 
         Failing to start (a missing interpreter, an unexecutable script) raises like any
         failed attempt, so the task's retry policy applies and the job then stays failed.
         """
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdin=fin, stdout=fout,
-            stderr=subprocess.STDOUT if self.merge_stderr else ferr,
-            cwd=cwd, env=env, start_new_session=True,
+        manager = self.manager
+        handle = await manager.start(
+            command, env=env, cwd=workdir, stdin=workdir / "stdin", stdout=workdir / "stdout",
+            stderr=None if self.merge_stderr else workdir / "stderr",
         )  # fmt: skip
+        pids = self.links["pids"].repo if "pids" in self.links else None
         try:
-            return await proc.wait()
+            if pids is not None:
+                await pids.dump(job, {
+                    "pid": handle.pid, "host": manager.host, "workdir": str(workdir),
+                    "run_id": run.id, "attempt": run.retry_attempt,
+                })  # fmt: skip
+            return await handle.wait()
         except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.shield(proc.wait())
+            await asyncio.shield(handle.kill())
             raise
+        finally:
+            if pids is not None:
+                await asyncio.shield(pids.delete(job))

@@ -413,22 +413,44 @@ class StoreRepository(RepositoryBase):
 class TranslatedRepository(RepositoryBase):
     """`source` seen under other keys: job `k` is present when `source` holds
     `await translator.info(k)` (a string). Read-only; deletes are ignored unless
-    `allow_deletes`."""
+    `allow_deletes`. With `prefetch_lookup` (the default) every translation is fetched on
+    first access and kept, so later passes only look up keys the translator gained:
+    translations are taken to never change. Without it each key is looked up every time."""
 
-    def __init__(self, source: Repository, translator: Repository, *, allow_deletes: bool = False):
+    def __init__(
+        self,
+        source: Repository,
+        translator: Repository,
+        *,
+        allow_deletes: bool = False,
+        prefetch_lookup: bool = True,
+    ) -> None:
         self.source = source
         self.translator = translator
         self.allow_deletes = allow_deletes
+        self.prefetch_lookup = prefetch_lookup
         self.name = f"{source.name} via {translator.name}"
+        self._known: dict[str, str] | None = None  # the prefetched translations
 
-    async def upstream_key(self, key: str) -> str:
-        """The source key that job `key` maps to."""
+    async def _lookup(self, key: str) -> str:
         value = await self.translator.info(key)
         if not isinstance(value, str):
             raise ConfigError(
                 f"translator {self.translator.name!r} maps {key!r} to {value!r}, not a key"
             )
         return value
+
+    async def upstream_key(self, key: str) -> str:
+        """The source key that job `key` maps to."""
+        if not self.prefetch_lookup:
+            return await self._lookup(key)
+        if self._known is None:
+            jobs = sorted(await self.translator.snapshot())
+            targets = await asyncio.gather(*(self._lookup(job) for job in jobs))
+            self._known = dict(zip(jobs, targets, strict=True))
+        if key not in self._known:
+            self._known[key] = await self._lookup(key)
+        return self._known[key]
 
     async def _mapping(self) -> dict[str, str]:
         jobs = sorted(await self.translator.snapshot())

@@ -224,6 +224,13 @@ class QueueStore(Protocol):
         lost: nothing is written. Publishes `run:<id>` (and `queue` for requeued runs)."""
         ...
 
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        """Insert or replace `run` (state running, its `worker` set) unconditionally under a
+        fresh lease expiring at now + lease_seconds: a run executed outside the queue, which
+        heartbeat, finish, cancel and reclaim then treat like a claimed one. Publishes
+        `run:<id>`."""
+        ...
+
     async def reclaim(self, now: float) -> list[TaskRun]:
         """Requeue every running run whose lease expired before `now`, appending an
         `interrupted` attempt to its history; return the requeued runs."""

@@ -192,6 +192,12 @@ class MemoryStore:
         return out
 
     # -- records ----------------------------------------------------------------------------
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        await self.save(run)
+        token = secrets.token_hex(8)
+        self._leases[run.id] = (token, now + lease_seconds)
+        return Lease(run.record(), token, now + lease_seconds)
+
     async def save(self, run: TaskRun) -> None:
         self._runs[run.id] = run.record()
         self._leases.pop(run.id, None)

@@ -565,17 +565,29 @@ class PostgresStore(PostgresControl):
     # -- records ----------------------------------------------------------------------------
     async def save(self, run: TaskRun) -> None:
         """Insert or replace a record; the last run saved active holds its dedup key."""
+        await self._save(run, None)
+
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        """Insert or replace a running record under a fresh lease."""
+        token, expires = secrets.token_hex(8), now + lease_seconds
+        await self._save(run, (token, expires))
+        return Lease(run.record(), token, expires)
+
+    async def _save(self, run: TaskRun, lease: tuple[str, float] | None) -> None:
         c = _Columns.of(run)
 
         takes_key = bool(c.dedup_key) and run.state in ACTIVE_STATES
 
         async def op(conn: Connection) -> None:
-            if not takes_key:
+            if not takes_key and lease is None:
                 await conn.execute(self._q["save"], *_enqueue_row(c), self.channel)
                 return
             async with conn.transaction():
-                await conn.execute(self._q["release_dedup"], c.dedup_key, c.id)
+                if takes_key:
+                    await conn.execute(self._q["release_dedup"], c.dedup_key, c.id)
                 await conn.execute(self._q["save"], *_enqueue_row(c), self.channel)
+                if lease is not None:
+                    await conn.execute(self._q["hold"], c.id, *lease)
 
         await self._run(op)
         self.notifier.publish_run(run.id)

@@ -490,6 +490,13 @@ class RedisStore(RedisControl):
         return out
 
     # -- records ----------------------------------------------------------------------------------
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        """Replace the record unconditionally under a fresh lease."""
+        token, expires = secrets.token_hex(8), now + lease_seconds
+        await self._run("save", (*_encode(run), token, expires))
+        self.notifier.publish_run(run.id)
+        return Lease(run.record(), token, expires)
+
     async def save(self, run: TaskRun) -> None:
         """Replace the record unconditionally (dropping any lease)."""
         await self._run("save", _encode(run))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -611,6 +612,21 @@ class SQLiteStore(SQLiteControl):
         return runs
 
     # -- records -----------------------------------------------------------------------------
+    async def save_leased(self, run: TaskRun, lease_seconds: float, now: float) -> Lease:
+        token, expires = secrets.token_hex(8), now + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                conn.execute(_UPSERT, (run.id, *_record(run)))
+                conn.execute(
+                    "UPDATE runs SET lease_token = ?, lease_expires = ? WHERE id = ?",
+                    (token, expires, run.id),
+                )
+
+        await self._run(work)
+        self.notifier.publish_run(run.id)
+        return Lease(run.record(), token, expires)
+
     async def save(self, run: TaskRun) -> None:
         def work(conn: sqlite3.Connection) -> None:
             row = (run.id, *_record(run))

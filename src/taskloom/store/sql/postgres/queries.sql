@@ -165,6 +165,10 @@ SELECT id, data, (SELECT count(*) FROM notified) AS notified FROM upd ORDER BY i
 UPDATE runs SET dedup_key = NULL
 WHERE dedup_key = $1 AND id <> $2 AND state IN ('init', 'queued', 'running');
 
+-- hold --
+-- Lease a record `save` just wrote (a run executed outside the queue).
+UPDATE runs SET lease_token = $2, lease_expires = $3 WHERE id = $1;
+
 -- save --
 -- Insert or replace one record unconditionally; any lease on it is dropped.
 WITH saved AS (
