@@ -59,6 +59,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/taskloom-bench"),
                         help="SQLite files and worker logs")  # fmt: skip
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379"))
+    parser.add_argument(
+        "--redis-cluster",
+        default=os.environ.get("BENCH_REDIS_CLUSTER", ""),
+        help="redis+cluster://host:port,... (taskloom only; skipped without it)",
+    )
     parser.add_argument("--postgres", default=os.environ.get(
         "BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))  # fmt: skip
     return parser.parse_args(argv)
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     default_phases = QUICK_PHASES if quick else ALL_PHASES
     plan = Plan(stores, ["taskloom", *peers], settings, _split(args.phases) or default_phases,
-                args.redis, args.postgres)  # fmt: skip
+                args.redis, args.postgres, args.redis_cluster)  # fmt: skip
     started = time.time()
     load_start = _loadavg()
     say(f"load average at start: {load_start}")

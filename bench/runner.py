@@ -26,10 +26,14 @@ class Plan:
     phases: Sequence[str] = field(default_factory=lambda: [p.key for p in PHASES] + ["f"])
     redis_base: str = "redis://127.0.0.1:6379"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    redis_cluster: str = ""
 
     def target(self, store: str, system: str) -> Target:
         """The namespace of `system` on `store`."""
-        return Target(store, system, self.redis_base, self.postgres_dsn, self.settings.workdir)
+        return Target(
+            store, system, self.redis_base, self.postgres_dsn, self.settings.workdir,
+            self.redis_cluster,
+        )  # fmt: skip
 
 
 async def store_available(plan: Plan, store: str) -> str | None:
@@ -43,6 +47,14 @@ async def store_available(plan: Plan, store: str) -> str | None:
                 await client.ping()
             finally:
                 await client.aclose()
+        elif store == "redis-cluster":
+            if not plan.redis_cluster:
+                return "no cluster: pass --redis-cluster redis+cluster://host:port,..."
+            from taskloom.store import open_store
+
+            cluster = open_store(plan.redis_cluster)
+            await cluster.ping()
+            await cluster.close()
         elif store == "postgres":
             import asyncpg  # type: ignore[import-untyped]
 

@@ -29,6 +29,20 @@ def postgres_url() -> str | None:
     return os.environ.get("TASKLOOM_TEST_POSTGRES_URL")
 
 
+def redis_cluster_url() -> str | None:
+    """TASKLOOM_TEST_REDIS_CLUSTER_URL, else a session cluster started from the redis-server
+    binary on PATH (None when there is none)."""
+    url = os.environ.get("TASKLOOM_TEST_REDIS_CLUSTER_URL")
+    if url:
+        return url
+    from tests.redis_cluster import shared_cluster_url
+
+    try:
+        return shared_cluster_url()
+    except FileNotFoundError:
+        return None
+
+
 def _with_param(url: str, key: str, value: str) -> str:
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}{key}={value}"
@@ -47,6 +61,12 @@ def store_url(kind: str, tmp_path: os.PathLike[str]) -> str:
             unavailable("TASKLOOM_TEST_REDIS_URL not set")
             raise AssertionError
         return _with_param(url, "prefix", f"{tag}:")
+    if kind == "redis-cluster":
+        url = redis_cluster_url()
+        if not url:
+            unavailable("no TASKLOOM_TEST_REDIS_CLUSTER_URL and no redis-server binary on PATH")
+            raise AssertionError
+        return _with_param(url, "prefix", f"{tag}:")
     if kind == "postgres":
         url = postgres_url()
         if not url:
@@ -56,11 +76,11 @@ def store_url(kind: str, tmp_path: os.PathLike[str]) -> str:
     raise ValueError(kind)
 
 
-STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
+STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 # the stores that keep records as bytes (the memory store keeps live objects)
-PERSISTENT_KINDS = ["sqlite", "redis", "postgres"]
+PERSISTENT_KINDS = ["sqlite", "redis", "redis-cluster", "postgres"]
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -22,7 +22,7 @@ async def damage_record(store: Store, run_id: str, how: Damage) -> None:
     kind = type(store).__name__
     if kind == "SQLiteStore":
         await _sqlite(store, run_id, how)
-    elif kind == "RedisStore":
+    elif kind in ("RedisStore", "RedisClusterStore"):
         await _redis(store, run_id, how)
     elif kind == "PostgresStore":
         await _postgres(store, run_id, how)

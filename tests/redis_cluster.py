@@ -97,6 +97,42 @@ class RedisCluster:
                             return node
         raise LookupError(f"no live master serves slot {slot}")
 
+    def wait_replicated(self, master: ClusterNode, timeout: float = 30.0) -> None:
+        """Until every replica of `master` has acknowledged all of its writes so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = dict(
+                line.split(":", 1)
+                for line in self.cli(master.port, "info", "replication").split()
+                if ":" in line
+            )
+            offset = int(info.get("master_repl_offset", "0"))
+            acked = [
+                int(dict(kv.split("=") for kv in v.split(","))["offset"])
+                for k, v in info.items()
+                if k.startswith("slave") and "offset=" in v
+            ]
+            if acked and min(acked) >= offset:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replicas of {master.address} behind after {timeout}s")
+            time.sleep(0.05)
+
+    def wait_failover(self, slot: int, dead: ClusterNode, timeout: float = 60.0) -> ClusterNode:
+        """Until a live node other than `dead` serves `slot` as master and the cluster is ok."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                master = self.master_of_slot(slot)
+            except LookupError:
+                master = None
+            if master is not None and master.port != dead.port:
+                self.wait_ok(max(1.0, deadline - time.monotonic()))
+                return master
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took over slot {slot} within {timeout}s")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
@@ -117,6 +153,9 @@ def start_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 10
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(node_timeout_ms), "--appendonly", "no",
+                 # a replica may take over however stale it thinks it is: with a 1 s node
+                 # timeout the default factor refuses every failover of a quiet master
+                 "--cluster-replica-validity-factor", "0", "--repl-ping-replica-period", "1",
                  "--save", "", "--dir", str(folder), "--logfile", "redis.log",
                  "--protected-mode", "no"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -140,3 +179,18 @@ def start_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 10
     except BaseException:
         cluster.stop()
         raise
+
+
+_shared: RedisCluster | None = None
+
+
+def shared_cluster_url() -> str:
+    """One 3-master cluster for the whole test session, started on first use and stopped when
+    the interpreter exits (tests isolate themselves by key prefix, as on a single server)."""
+    global _shared
+    if _shared is None:
+        import atexit
+
+        _shared = start_cluster(masters=3)
+        atexit.register(_shared.stop)
+    return _shared.url

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-STORES = ("sqlite", "redis", "postgres")
+STORES = ("sqlite", "redis", "redis-cluster", "postgres")
 
 #: Redis database per system: a run only ever flushes its own databases, never db 0.
 REDIS_DB = {
@@ -41,6 +41,7 @@ class Target:
     redis_base: str
     postgres_dsn: str
     workdir: Path
+    redis_cluster: str = ""  # redis+cluster://host:port,... (only taskloom speaks it)
 
     @property
     def redis_db(self) -> int:
@@ -51,6 +52,11 @@ class Target:
     def redis_url(self) -> str:
         """`redis://host:port/<db>` for this system."""
         return f"{self.redis_base}/{self.redis_db}"
+
+    @property
+    def cluster_url(self) -> str:
+        """The system's namespace on the Redis Cluster: its own prefix (its own slot)."""
+        return f"{self.redis_cluster}?prefix=bench-{self.system}:"
 
     @property
     def pg_schema(self) -> str:
@@ -129,6 +135,15 @@ async def reset(target: Target) -> None:
                 await other.aclose()
         finally:
             await client.aclose()
+    elif target.store == "redis-cluster":
+        from taskloom.store import open_store
+
+        store = open_store(target.cluster_url)
+        await store.connect()
+        try:
+            await store.drop()  # type: ignore[attr-defined]
+        finally:
+            await store.close()
     elif target.store == "postgres":
         import asyncpg  # type: ignore[import-untyped]
 

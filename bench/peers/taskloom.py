@@ -23,6 +23,8 @@ def store_url(target: Target) -> str:
     """The taskloom store URL of `target`."""
     if target.store == "redis":
         return f"{target.redis_url}?prefix=bench:"
+    if target.store == "redis-cluster":
+        return target.cluster_url
     if target.store == "postgres":
         return f"{target.postgres_dsn}?schema={target.pg_schema}"
     if target.store == "memory":
@@ -46,6 +48,8 @@ class TaskloomClient:
             import redis.asyncio as aioredis
 
             self._counter = aioredis.Redis.from_url(self.target.redis_url)
+        elif self.target.store == "redis-cluster":
+            self._counter = self.manager.store
         elif self.target.store == "postgres":
             import asyncpg  # type: ignore[import-untyped]
 
@@ -67,6 +71,9 @@ class TaskloomClient:
         """Successful runs: an index count on every store (no record is decoded)."""
         if self.target.store == "redis":
             return int(await self._counter.zcard("bench:idx:state:success"))
+        if self.target.store == "redis-cluster":
+            store = self._counter
+            return int(await store._redis.zcard(store.prefix + "idx:state:success"))
         if self.target.store == "postgres":
             sql = f"SELECT count(*) FROM \"{self.target.pg_schema}\".runs WHERE state = 'success'"
             return int(await self._counter.fetchval(sql))
@@ -82,6 +89,8 @@ class TaskloomClient:
         await self.manager.close()
         if self.target.store == "redis":
             await self._counter.aclose()
+        elif self.target.store == "redis-cluster":
+            pass  # the manager's own store, closed with it
         elif self.target.store == "postgres":
             await self._counter.close()
         else:
@@ -92,7 +101,7 @@ class TaskloomSystem:
     """taskloom on every store; its worker is the `taskloom worker` CLI."""
 
     name = "taskloom"
-    stores = ("sqlite", "redis", "postgres")
+    stores = ("sqlite", "redis", "redis-cluster", "postgres")
     notes = {
         "bulk": "manager.queue_many, one store round trip per batch",
         "wait": "manager.queue_and_wait (pub/sub on Redis, LISTEN/NOTIFY on PostgreSQL, "

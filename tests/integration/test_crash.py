@@ -12,7 +12,8 @@ import pytest
 
 from taskloom import TaskManager, TaskState
 from tests.apps.crash_app import work
-from tests.apps.workers import spawn_worker
+from tests.apps.workers import spawn_worker, worker_errors
+from tests.conftest import store_url
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 300
@@ -22,9 +23,9 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return spawn_worker("tests.apps.crash_app:make", env, concurrency=8)
 
 
-async def test_kill_9_mid_run(tmp_path: Path) -> None:
-    pytest.importorskip("taskloom.store.sqlite")
-    url = f"sqlite:///{tmp_path}/crash.db"
+@pytest.mark.parametrize("kind", ["sqlite", "redis-cluster"])
+async def test_kill_9_mid_run(kind: str, tmp_path: Path) -> None:
+    url = store_url(kind, tmp_path)
     log = tmp_path / "executions.log"
     env = {**os.environ, "TASKLOOM_STORE": url, "CRASH_LOG": str(log), "PYTHONPATH": str(ROOT)}
     async with TaskManager(url, tasks=[work], poll_interval=0.1) as m:
@@ -43,7 +44,10 @@ async def test_kill_9_mid_run(tmp_path: Path) -> None:
             finished = [await m.wait(r.id, timeout=60) for r in runs]
         finally:
             rescuer.send_signal(signal.SIGTERM)
-            assert rescuer.wait(timeout=30) == 0, rescuer.stderr.read() if rescuer.stderr else ""
+            assert rescuer.wait(timeout=30) == 0, worker_errors(rescuer)
+            drop = getattr(m.store, "drop", None)
+            if drop is not None:
+                await drop()
     executions = Counter(int(line.split()[0]) for line in log.read_text().splitlines())
     assert all(r.state is TaskState.success for r in finished)
     assert [r.result for r in finished] == list(range(RUNS))
@@ -53,5 +57,5 @@ async def test_kill_9_mid_run(tmp_path: Path) -> None:
     assert len(reclaimed) == len(running) > 0
     assert set(executions) == set(range(RUNS))
     twice = sum(1 for n in executions.values() if n > 1)
-    print(f"\ncrash test: runs={RUNS} kills=1 running-at-kill={len(running)} lost=0 "
+    print(f"\ncrash test ({kind}): runs={RUNS} kills=1 running-at-kill={len(running)} lost=0 "
           f"completed-twice=0 executed-twice={twice}")  # fmt: skip

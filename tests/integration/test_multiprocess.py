@@ -13,7 +13,7 @@ import pytest
 
 from taskloom import TaskManager, TaskState
 from tests.apps.multi_app import limited
-from tests.apps.workers import spawn_worker
+from tests.apps.workers import spawn_worker, wait_workers
 from tests.conftest import store_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +24,16 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return spawn_worker("tests.apps.multi_app:make", env, concurrency=4)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-cluster", "postgres"])
 async def test_two_workers_share_and_limit(kind: str, tmp_path: Path) -> None:
     url = store_url(kind, tmp_path)
     log = tmp_path / "multi.log"
     env = {**os.environ, "TASKLOOM_STORE": url, "MULTI_LOG": str(log), "PYTHONPATH": str(ROOT)}
     async with TaskManager(url, tasks=[limited], poll_interval=0.1) as m:
         try:
-            runs = await m.queue_many("limited", [{"i": i} for i in range(RUNS)])
             workers = [_worker(env), _worker(env)]
+            await wait_workers(m, 2)  # both serve before the runs exist, so both take part
+            runs = await m.queue_many("limited", [{"i": i} for i in range(RUNS)])
             try:
                 finished = [await m.wait(r.id, timeout=120) for r in runs]
             finally:

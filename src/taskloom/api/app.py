@@ -21,6 +21,7 @@ from . import (
     routes_control,
     routes_report,
     routes_runs,
+    routes_series,
     routes_status,
     routes_tasks,
 )
@@ -73,6 +74,7 @@ def create_app(
     app.include_router(routes_control.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_report.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_status.router(ctx, guard), responses=common)
+    app.include_router(routes_series.router(ctx), dependencies=guarded, responses=common)
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")
     app.state.taskloom = ctx

@@ -17,7 +17,8 @@ __all__ = [
 
 
 def open_store(url: str) -> Store:
-    """Build (not connect) the store a URL names: memory://, sqlite:///path, redis://, postgresql://."""
+    """Build (not connect) the store a URL names: memory://, sqlite:///path, redis://,
+    redis+cluster://, postgresql://."""
     from ..errors import ConfigError
 
     scheme = url.split(":", 1)[0].lower()
@@ -33,11 +34,15 @@ def open_store(url: str) -> Store:
         from .redis import RedisStore
 
         return RedisStore(url)
+    if scheme == "redis+cluster":
+        from .redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(url)
     if scheme in ("postgres", "postgresql"):
         from .postgres import PostgresStore
 
         return PostgresStore(url)
     raise ConfigError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path.db, redis://host or "
-        "postgresql://host/db"
+        f"unknown store URL {url!r}: use memory://, sqlite:///path.db, redis://host, "
+        "redis+cluster://host:port,host:port or postgresql://host/db"
     )

@@ -196,23 +196,13 @@ class RedisStore(RedisControl):
     def __init__(self, url: str) -> None:
         self.url = url
         self.notifier = Notifier()
-        redis_url, self.prefix = _split_url(url)
+        redis_url, prefix = _split_url(url)
+        self.prefix = self._key_prefix(prefix)
         self._channel = f"{self.prefix}events"
-        # A down server must surface as StoreUnavailableError within seconds: a dropped or
-        # refused connection is retried 3 times (backoff capped at 0.5 s); a timeout is not
-        # retried (a blackholed or stalled server would multiply it). URL options win.
-        # The pool is bounded and callers queue for a connection: an unbounded pool lets a
-        # fan-out of thousands of child runs open thousands of connections and hit the
-        # server's maxclients. `max_connections=` in the URL overrides the bound.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=DEFAULT_MAX_CONNECTIONS,
-            timeout=POOL_WAIT_SECONDS,
-            retry=Retry(ExponentialBackoff(), 3, supported_errors=(RedisConnectionError,)),
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._redis: Any = self._client(redis_url)
+        # keys sent with every script call: none on one server (scripts derive their keys
+        # from the prefix); a cluster routes each call by them
+        self._route: list[str] = self._routing_keys()
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
@@ -236,6 +226,31 @@ class RedisStore(RedisControl):
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailableError(f"redis store {self._where()} unavailable: {exc}") from exc
 
+    def _key_prefix(self, prefix: str) -> str:
+        """The prefix every key starts with (a cluster store makes it a hash tag)."""
+        return prefix
+
+    def _routing_keys(self) -> list[str]:
+        return []
+
+    def _client(self, redis_url: str) -> Any:
+        """The redis-py client for `redis_url`."""
+        # A down server must surface as StoreUnavailableError within seconds: a dropped or
+        # refused connection is retried 3 times (backoff capped at 0.5 s); a timeout is not
+        # retried (a blackholed or stalled server would multiply it). URL options win.
+        # The pool is bounded and callers queue for a connection: an unbounded pool lets a
+        # fan-out of thousands of child runs open thousands of connections and hit the
+        # server's maxclients. `max_connections=` in the URL overrides the bound.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            retry=Retry(ExponentialBackoff(), 3, supported_errors=(RedisConnectionError,)),
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
     def _where(self) -> str:
         """Where the server is, without credentials."""
         kw = self._redis.connection_pool.connection_kwargs
@@ -246,7 +261,7 @@ class RedisStore(RedisControl):
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
         """Call one script with the prefix as ARGV[1]."""
         with self._unavailable():
-            return await self._scripts[script](args=[self.prefix, *args])
+            return await self._scripts[script](keys=self._route, args=[self.prefix, *args])
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -295,11 +310,15 @@ class RedisStore(RedisControl):
     async def _on_events_reconnect(self, connection: Connection) -> None:
         self._wake_all()
 
+    async def _new_pubsub(self) -> PubSub:
+        pubsub: PubSub = self._redis.pubsub()
+        return pubsub
+
     async def _listen(self) -> None:
         """Republish `<prefix>events` on the local notifier; reconnect with backoff, forever."""
         delay = LISTENER_BACKOFF[0]
         while not self._closing:
-            pubsub: PubSub = self._redis.pubsub()
+            pubsub: PubSub = await self._new_pubsub()
             try:
                 watched = [c for t in self.notifier.topics if (c := self._run_channel(t))]
                 await pubsub.subscribe(self._channel, *watched)
@@ -361,6 +380,9 @@ class RedisStore(RedisControl):
             _, late = await asyncio.wait({listener}, timeout=LISTEN_TICK + CLOSE_SECONDS)
             for task in late:  # stuck in a reconnect: do not wait on it any longer
                 task.cancel()
+        await self._close_client()
+
+    async def _close_client(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:

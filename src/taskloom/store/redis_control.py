@@ -51,26 +51,24 @@ class RedisControl:
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
         raise NotImplementedError
 
+    # Each change is one command, then a wake-up: publish cannot share a MULTI on a Redis
+    # Cluster, and a lost wake-up only delays the change to the next poll.
     async def set_queue_paused(self, queue: str, paused: bool) -> None:
         with self._unavailable():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if paused:
-                    pipe.sadd(self.prefix + "paused", queue)
-                else:
-                    pipe.srem(self.prefix + "paused", queue)
-                    pipe.publish(self._channel, "queue")
-                await pipe.execute()
+            if paused:
+                await self._redis.sadd(self.prefix + "paused", queue)
+            else:
+                await self._redis.srem(self.prefix + "paused", queue)
+                await self._redis.publish(self._channel, "queue")
 
     async def set_queue_rate_limit(self, queue: str, rate_limit: RateLimit | None) -> None:
         with self._unavailable():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if rate_limit is None:
-                    pipe.hdel(self.prefix + "qlimits", queue)
-                else:
-                    spec = orjson.dumps([rate_limit.count, rate_limit.seconds])
-                    pipe.hset(self.prefix + "qlimits", queue, spec)
-                pipe.publish(self._channel, "queue")
-                await pipe.execute()
+            if rate_limit is None:
+                await self._redis.hdel(self.prefix + "qlimits", queue)
+            else:
+                spec = orjson.dumps([rate_limit.count, rate_limit.seconds])
+                await self._redis.hset(self.prefix + "qlimits", queue, spec)
+            await self._redis.publish(self._channel, "queue")
 
     async def queue_settings(self) -> dict[str, QueueSettings]:
         with self._unavailable():
@@ -98,17 +96,13 @@ class RedisControl:
 
     async def put_schedule(self, name: str, data: bytes) -> None:
         with self._unavailable():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.prefix + "schedules", name, data)
-                pipe.publish(self._channel, "schedules")
-                await pipe.execute()
+            await self._redis.hset(self.prefix + "schedules", name, data)
+            await self._redis.publish(self._channel, "schedules")
 
     async def delete_schedule(self, name: str) -> bool:
         with self._unavailable():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.prefix + "schedules", name)
-                pipe.publish(self._channel, "schedules")
-                gone, _ = await pipe.execute()
+            gone = await self._redis.hdel(self.prefix + "schedules", name)
+            await self._redis.publish(self._channel, "schedules")
         return bool(gone)
 
     async def stored_schedules(self) -> dict[str, bytes]:
