@@ -17,7 +17,7 @@ from taskloom import ConfigError, TaskConsumer, TaskManager, TaskRun, TaskState,
 from taskloom.errors import SecretKeyError
 from taskloom.secret_inputs import KEY_ENV, SecretBox, generate_key, redact
 from tests.apps import secret_app
-from tests.apps.workers import spawn_worker
+from tests.apps.workers import spawn_worker, worker_errors
 
 SECRET = "correct-horse-battery-staple"
 TASKS = [secret_app.login, secret_app.fetch, secret_app.in_child, secret_app.fails]
@@ -182,8 +182,8 @@ async def _run_in_worker(tmp_path: Path, queue_key: str | None, worker_key: str 
             done = await m.wait(run.id, timeout=60)
         finally:
             worker.terminate()
-            _out, err = worker.communicate(timeout=30)
-        assert SECRET.encode() not in err
+            worker.wait(timeout=30)
+        assert SECRET not in worker_errors(worker)
         return done
 
 
