@@ -125,8 +125,7 @@ class TaskManager:
         """Add a task; a second task with the same name replaces the first."""
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
-        if task.serializer is None and self.serializer != "json":
-            task = task.override(serializer=self.serializer)
+        task = self.resolve(task)
         self._tasks[task.name] = task
         if task.report and self._reports is None:
             from .report import ReportHooks
@@ -135,6 +134,12 @@ class TaskManager:
             self.hooks.add(self._reports)
         if self._connected:
             self._run_logs.attach(log_sources([task]))
+        return task
+
+    def resolve(self, task: Task) -> Task:
+        """`task` as this manager encodes it: with the manager's serializer unless it chose."""
+        if task.serializer is None and self.serializer != "json":
+            return task.override(serializer=self.serializer)
         return task
 
     @property
