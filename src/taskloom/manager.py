@@ -25,6 +25,7 @@ from .queues import QueueInfo
 from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
+from .secret_inputs import SecretBox
 from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
@@ -70,7 +71,9 @@ class TaskManager:
     """The one entry point: tasks are registered here and every run goes through its store.
 
     Use it as an async context manager (or call `connect()`/`close()`); operations connect
-    lazily too. `clock` returns Unix seconds: tests pass a fake one.
+    lazily too. `clock` returns Unix seconds: tests pass a fake one. `secret_key` (else
+    `TASKLOOM_SECRET_KEY`) seals `SecretStr` inputs at rest; `old_secret_keys` still open
+    what earlier keys sealed.
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class TaskManager:
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
         serializer: SerializerName = "json",
+        secret_key: str | bytes | None = None,
+        old_secret_keys: Sequence[str | bytes] = (),
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -97,6 +102,9 @@ class TaskManager:
         self.children_on_queue = children_on_queue
         self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
+        # seals SecretStr inputs at rest; without a key (here or TASKLOOM_SECRET_KEY) a random
+        # one of this manager's, so only this process can run such runs
+        self.secret_box = SecretBox(secret_key, old_secret_keys)
         self._run_logs = RunLogCapture(self)
         self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
@@ -267,7 +275,6 @@ class TaskManager:
         return await self._enqueue_built(run)
 
     async def _enqueue_built(self, run: TaskRun) -> TaskRun:
-        self.lifecycle.refuse_secret_inputs(run.task)
         [stored] = await self.lifecycle.submit([run])
         return stored
 
@@ -292,7 +299,6 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
-        self.lifecycle.refuse_secret_inputs(task)
         runs = [self.new_run(task, p, **options) for p in params]
         return await self.lifecycle.submit(runs)
 
