@@ -32,6 +32,7 @@ from .run import TaskPriority, TaskRun, TaskState
 from .run_lookup import find_run, short_ids
 from .run_tree import format_seconds
 from .run_view import print_run
+from .secret_inputs import redact
 
 T = TypeVar("T")
 
@@ -169,7 +170,8 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 
 
 def _run_json(run: TaskRun) -> str:
-    return run.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
+    shown = run.model_copy(update={"params": redact(run.params)})  # sealed secrets masked
+    return shown.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
 
 
 def _print_outcome(run: TaskRun, as_json: bool) -> None:

@@ -27,6 +27,7 @@ from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
 from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
+from .secret_inputs import SecretBox
 from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
@@ -72,7 +73,9 @@ class TaskManager:
     """The one entry point: tasks are registered here and every run goes through its store.
 
     Use it as an async context manager (or call `connect()`/`close()`); operations connect
-    lazily too. `clock` returns Unix seconds: tests pass a fake one.
+    lazily too. `clock` returns Unix seconds: tests pass a fake one. `secret_key` (else
+    `TASKLOOM_SECRET_KEY`) seals `SecretStr` inputs at rest; `old_secret_keys` still open
+    what earlier keys sealed.
     """
 
     def __init__(
@@ -89,6 +92,8 @@ class TaskManager:
         children_on_queue: bool = False,
         retention: timedelta | float | None = DEFAULT_RETENTION,
         serializer: SerializerName = "json",
+        secret_key: str | bytes | None = None,
+        old_secret_keys: Sequence[str | bytes] = (),
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -103,6 +108,9 @@ class TaskManager:
         self.retention = retention
         self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
+        # seals SecretStr inputs at rest; without a key (here or TASKLOOM_SECRET_KEY) a random
+        # one of this manager's, so only this process can run such runs
+        self.secret_box = SecretBox(secret_key, old_secret_keys)
         self._run_logs = RunLogCapture(self)
         self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
@@ -273,7 +281,6 @@ class TaskManager:
         return await self._enqueue_built(run)
 
     async def _enqueue_built(self, run: TaskRun) -> TaskRun:
-        self.lifecycle.refuse_secret_inputs(run.task)
         [stored] = await self.lifecycle.submit([run])
         return stored
 
@@ -298,7 +305,6 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
-        self.lifecycle.refuse_secret_inputs(task)
         runs = [self.new_run(task, p, **options) for p in params]
         return await self.lifecycle.submit(runs)
 

@@ -292,6 +292,36 @@ def _held(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[str, 
     return {run_id: (token, bool(cancel)) for run_id, token, cancel in rows}
 
 
+def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
+    """SELECT for a RunQuery: only the filters it sets, newest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("task", q.task), ("state", q.state), ("queue", q.queue),
+        ("parent_id", q.parent_id), ("root_run_id", q.root_run_id),
+    ):  # fmt: skip
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    for clause, bound in (
+        ("id < ?", q.cursor),
+        ("created >= ?", ts(q.since)),
+        ("created < ?", ts(q.before)),
+    ):
+        if bound is not None:
+            clauses.append(clause)
+            params.append(bound)
+    for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
+        clauses.append(
+            "json_valid(runs.data) AND"
+            " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
+        )
+        params.append(tag)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    params.append(q.limit)
+    return f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?", params
+
+
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -646,32 +676,7 @@ class SQLiteStore(SQLiteControl):
         return await self._run(work)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("task", q.task), ("state", q.state), ("queue", q.queue),
-            ("parent_id", q.parent_id), ("root_run_id", q.root_run_id),
-        ):  # fmt: skip
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(str(value))
-        for clause, bound in (
-            ("id < ?", q.cursor),
-            ("created >= ?", ts(q.since)),
-            ("created < ?", ts(q.before)),
-        ):
-            if bound is not None:
-                clauses.append(clause)
-                params.append(bound)
-        for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
-            clauses.append(
-                "json_valid(runs.data) AND"
-                " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
-            )
-            params.append(tag)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?"
-        params.append(q.limit)
+        sql, params = query_sql(q)
 
         def work(conn: sqlite3.Connection) -> list[TaskRun]:
             return [decode_or_stand_in(data, i) for i, data in conn.execute(sql, params)]

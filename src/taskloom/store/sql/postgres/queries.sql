@@ -301,6 +301,10 @@ SELECT worker, last_seen, info FROM workers WHERE expires >= $1 ORDER BY worker;
 -- ping --
 SELECT 1;
 
+-- autovacuum_on --
+-- Whether the server vacuums on its own (both settings are needed).
+SELECT current_setting('autovacuum') = 'on' AND current_setting('track_counts') = 'on';
+
 -- set_queue_paused --
 -- Pause or resume a queue; a resume wakes every worker.
 WITH upsert AS (
