@@ -124,6 +124,9 @@ async def pause(url: str, env: dict[str, str]) -> None:
         f"{(before - asked) * ms:+.1f} ms; starts after it returned (2 s paused, stream going "
         f"on): {len(after_pause)}; during the call: {len(during)}"
     )
+    if after_pause:  # a claim sent just before resume() and served after it records its send time
+        near = [round((t - resumed_at) * ms, 1) for t in after_pause]
+        print(f"    (their recorded starts, ms from the resume call: {sorted(set(near))})")
     print(f"  resume: first start {(first_after - resumed_at) * ms:.1f} ms after the call began")
 
 

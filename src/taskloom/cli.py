@@ -32,6 +32,7 @@ from .run import TaskPriority, TaskRun, TaskState
 from .run_lookup import find_run, short_ids
 from .run_tree import format_seconds
 from .run_view import print_run
+from .secret_inputs import redact
 
 T = TypeVar("T")
 
@@ -169,7 +170,8 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 
 
 def _run_json(run: TaskRun) -> str:
-    return run.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
+    shown = run.model_copy(update={"params": redact(run.params)})  # sealed secrets masked
+    return shown.model_dump_json(indent=2, fallback=repr)  # a pickled result has no JSON form
 
 
 def _print_outcome(run: TaskRun, as_json: bool) -> None:
@@ -371,6 +373,25 @@ def retry_cmd(
     console.print(_run(go).id)
 
 
+@app.command("purge")
+def purge_cmd(
+    older_than: Annotated[str, typer.Option(help="age: 90s, 30m, 12h, 7d, 2w")],
+    state: Annotated[str | None, typer.Option(help="only this finished state")] = None,
+    app_spec: AppOpt = None,
+) -> None:
+    """Delete finished runs older than --older-than (queued and running runs stay)."""
+    from .retention import parse_age
+
+    manager = _manager(app_spec)
+
+    async def go() -> int:
+        async with manager:
+            return await manager.purge(parse_age(older_than), state=state)
+
+    n = _run(go)
+    console.print(f"purged {n} run{'' if n == 1 else 's'}")
+
+
 def _env(name: str) -> str:
     return f"TASKLOOM_WORKER_{name}"
 
@@ -446,6 +467,9 @@ def worker_cmd(
             min=0, max=65535, envvar=_env("METRICS_PORT"), help="serve Prometheus metrics"
         ),
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar=_env("METRICS_HOST"), help="metrics bind address")
+    ] = "127.0.0.1",
     log_level: Annotated[LogLevel, _level_opt(_env("LOG_LEVEL"))] = LogLevel.INFO,
     log_format: Annotated[LogFormat, _format_opt(_env("LOG_FORMAT"))] = LogFormat.text,
 ) -> None:
@@ -466,7 +490,7 @@ def worker_cmd(
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
-                serve_metrics(manager, metrics_port)
+                serve_metrics(manager, metrics_port, metrics_host)
             consumer = TaskConsumer(
                 manager, queues=queues, max_concurrent_tasks=concurrency, lease_seconds=lease,
                 grace_seconds=grace,

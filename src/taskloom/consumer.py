@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .errors import StoreUnavailableError, UnknownTaskError
 from .manager import TaskManager
 from .queues import rate_limits
+from .retention import RetentionSweeper
 from .run import TaskRun, TaskState
 from .runner import Stop, unknown_task_record
 from .store.base import Beat, Lease
@@ -76,6 +77,7 @@ class TaskConsumer:
         self._running = False
         self._bg: asyncio.Task[None] | None = None
         self._down_for = 0.0
+        self.retention = RetentionSweeper(manager, self.worker_id)
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
@@ -99,6 +101,8 @@ class TaskConsumer:
         self._flusher = side[1]
         for t in side:
             t.add_done_callback(self._supervise)
+        if not burst:  # a long-lived worker also purges runs past their retention
+            side.append(asyncio.create_task(self.retention.run(self._stopping)))
         try:
             with store.notifier.watch("queue") as queued, store.notifier.watch("cancel") as cxl:
                 self._wake, self._cancel_topic = queued, cxl

@@ -53,7 +53,12 @@ class InvalidParamsError(TaskloomError, ValueError):
             parts.append(f"{loc}: {err.get('msg', 'invalid')}")
         super().__init__(f"invalid params for task {task!r}: {'; '.join(parts)}")
         self.task = task
-        self.errors = errors
+        # pydantic puts the offending value under "input": a mistyped secret must not be
+        # echoed back through an error (logs, API responses), so it never gets that far
+        self.errors = [{k: v for k, v in err.items() if k not in _ECHOING} for err in errors]
+
+
+_ECHOING = ("input", "url")
 
 
 class PayloadTooLargeError(TaskloomError, ValueError):

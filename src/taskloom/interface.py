@@ -118,7 +118,10 @@ class Interface:
         """Validate params read back from a run record (the worker side: unwraps pickles)."""
         if self.serializer.name == "json":
             return self.validate(params)
-        return self.validate({k: self.serializer.load(v, _ANY) for k, v in params.items()})
+        return self.validate(
+            {k: v if k in self.secret_fields else self.serializer.load(v, _ANY)
+             for k, v in params.items()}
+        )  # fmt: skip
 
     def call_kwargs(self, model: BaseModel) -> dict[str, Any]:
         """The validated inputs as keyword arguments (typed objects kept)."""
@@ -206,7 +209,16 @@ def check_size(task: str, what: str, data: Any, limit: int | None) -> int:
     return size
 
 
+SEALED = "$sealed"  # the key of a stored secret input's envelope (see `secret_inputs`)
+
+
+def is_sealed(value: Any) -> bool:
+    """True for a stored secret-input envelope."""
+    return isinstance(value, Mapping) and isinstance(value.get(SEALED), str)
+
+
 def input_hash(params: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> str:
-    """A stable hash of the JSON form of the params, skipping `ignore`."""
-    data = {k: v for k, v in sorted(params.items()) if k not in ignore}
+    """A stable hash of the JSON form of the params, skipping `ignore` and sealed secrets
+    (their ciphertext differs at every sealing; cache keys add an HMAC of them instead)."""
+    data = {k: v for k, v in sorted(params.items()) if k not in ignore and not is_sealed(v)}
     return hashlib.sha256(serde.dumps(data)).hexdigest()[:32]

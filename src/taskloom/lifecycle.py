@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import CancelledRunError, InvalidParamsError, LeaseLostError
+from .errors import CancelledRunError, LeaseLostError
 from .executors.base import RunEnv
 from .lease_keeper import LeaseKeeper
+from .options import checked_delay, checked_priority
 from .outcome import StoreOutcomes
 from .run import TaskPriority, TaskRun, TaskState, utcnow
 from .runner import AttemptEnv, Stop, attempt, decide, run_env
@@ -46,7 +47,7 @@ class RunLifecycle:
             self._env = AttemptEnv(
                 clock=m.clock, store=m.store, hooks=m.hooks, executor_for=m.executor_for,
                 slot_seconds=m.lease_seconds, outcomes=StoreOutcomes(m.store, m.store.url, m.clock),
-                dumps=m.serde_dumps, loads=m.serde_loads,
+                dumps=m.serde_dumps, loads=m.serde_loads, secrets=m.secret_box,
             )  # fmt: skip
         return self._env
 
@@ -76,10 +77,15 @@ class RunLifecycle:
     ) -> TaskRun:
         """Validate params and build a queued run record (nothing is written)."""
         t = self.manager.get_task(task)
-        _model, stored = t.validate_params(params)
+        secret = t.interface.secret_fields
+        box = self.manager.secret_box
+        if secret:  # a retried or stored run brings its secret inputs sealed
+            params = box.open_params(params, secret, task=t.name)
+        model, stored = t.validate_params(params)
+        if secret:
+            stored = box.seal_params(stored, model, secret)
         now = self.manager.clock()
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
+        delay = checked_delay(t.name, delay)
         if delay:
             execute_after = dt(now + delay)
         extra: dict[str, Any] = {}
@@ -90,7 +96,7 @@ class RunLifecycle:
             extra["root_run_id"] = parent.root_run_id
         return TaskRun(
             task=t.name,
-            priority=TaskPriority(priority or t.priority),
+            priority=checked_priority(t.name, priority or t.priority),
             params=stored,
             state=TaskState.queued,
             queued=dt(now),
@@ -122,18 +128,6 @@ class RunLifecycle:
             parent_id=parent.id if parent else None,
             root_run_id=parent.root_run_id if parent else None, worker=worker, **extra,
         )  # fmt: skip
-
-    def refuse_secret_inputs(self, task: str | Task) -> None:
-        """Refuse to queue a task with `SecretStr` inputs: they are never stored."""
-        t = self.manager.get_task(task)
-        fields = t.interface.secret_fields
-        if fields:
-            raise InvalidParamsError(
-                t.name,
-                [{"loc": (f,), "msg": "SecretStr inputs are never stored, so a run with them "
-                  "cannot be queued: declare a Secret(...) on the task, or use execute()"}
-                 for f in sorted(fields)],
-            )  # fmt: skip
 
     # -- submitting -----------------------------------------------------------------------------
     async def submit(self, runs: Sequence[TaskRun]) -> list[TaskRun]:

@@ -23,8 +23,11 @@ from .hooks import HookSet, RunHooks
 from .lifecycle import RunLifecycle
 from .queues import QueueInfo
 from .ratelimit import RateLimit
+from .retention import DEFAULT_RETENTION, finished_state, retention_seconds
+from .retention import purge as purge_runs
 from .run import TaskPriority, TaskRun, TaskState
 from .runlog import RunLogCapture, log_sources, read_run_logs
+from .secret_inputs import SecretBox
 from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, WorkerInfo, open_store
 from .stored_schedules import ScheduleInfo
@@ -70,7 +73,9 @@ class TaskManager:
     """The one entry point: tasks are registered here and every run goes through its store.
 
     Use it as an async context manager (or call `connect()`/`close()`); operations connect
-    lazily too. `clock` returns Unix seconds: tests pass a fake one.
+    lazily too. `clock` returns Unix seconds: tests pass a fake one. `secret_key` (else
+    `TASKLOOM_SECRET_KEY`) seals `SecretStr` inputs at rest; `old_secret_keys` still open
+    what earlier keys sealed.
     """
 
     def __init__(
@@ -85,7 +90,10 @@ class TaskManager:
         default_executor: str | None = None,
         executors: Mapping[str, Executor] | None = None,
         children_on_queue: bool = False,
+        retention: timedelta | float | None = DEFAULT_RETENTION,
         serializer: SerializerName = "json",
+        secret_key: str | bytes | None = None,
+        old_secret_keys: Sequence[str | bytes] = (),
     ) -> None:
         if store is None or isinstance(store, str):
             store = open_store(store or os.environ.get("TASKLOOM_STORE") or DEFAULT_URL)
@@ -95,8 +103,14 @@ class TaskManager:
         self.poll_interval = poll_interval
         self.default_executor = default_executor
         self.children_on_queue = children_on_queue
+        retention_seconds(retention)  # refuse a negative one now
+        # finished runs older than this are purged by workers; None or 0 keeps them forever
+        self.retention = retention
         self.serializer = get_serializer(serializer).name
         self.hooks = HookSet(hooks)
+        # seals SecretStr inputs at rest; without a key (here or TASKLOOM_SECRET_KEY) a random
+        # one of this manager's, so only this process can run such runs
+        self.secret_box = SecretBox(secret_key, old_secret_keys)
         self._run_logs = RunLogCapture(self)
         self.hooks.add(self._run_logs)
         self.lifecycle = RunLifecycle(self)
@@ -117,8 +131,7 @@ class TaskManager:
         """Add a task; a second task with the same name replaces the first."""
         if not isinstance(task, Task):
             raise ConfigError(f"register_task needs a Task (use @task), got {task!r}")
-        if task.serializer is None and self.serializer != "json":
-            task = task.override(serializer=self.serializer)
+        task = self.resolve(task)
         self._tasks[task.name] = task
         if task.report and self._reports is None:
             from .report import ReportHooks
@@ -127,6 +140,12 @@ class TaskManager:
             self.hooks.add(self._reports)
         if self._connected:
             self._run_logs.attach(log_sources([task]))
+        return task
+
+    def resolve(self, task: Task) -> Task:
+        """`task` as this manager encodes it: with the manager's serializer unless it chose."""
+        if task.serializer is None and self.serializer != "json":
+            return task.override(serializer=self.serializer)
         return task
 
     @property
@@ -262,7 +281,6 @@ class TaskManager:
         return await self._enqueue_built(run)
 
     async def _enqueue_built(self, run: TaskRun) -> TaskRun:
-        self.lifecycle.refuse_secret_inputs(run.task)
         [stored] = await self.lifecycle.submit([run])
         return stored
 
@@ -287,7 +305,6 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
-        self.lifecycle.refuse_secret_inputs(task)
         runs = [self.new_run(task, p, **options) for p in params]
         return await self.lifecycle.submit(runs)
 
@@ -394,6 +411,20 @@ class TaskManager:
             # the subscription settles while the run is written: one round trip, not two
             await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
             return await self._wait_watched(run.id, changed, timeout)
+
+    async def purge(
+        self,
+        older_than: timedelta | float,
+        *,
+        state: TaskState | str | None = None,
+        task: str | None = None,
+    ) -> int:
+        """Delete finished runs that ended more than `older_than` ago (only `state` / `task`
+        if given), with their child runs and run logs; return how many. Queued and running
+        runs are never deleted."""
+        await self._ready()
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        return await purge_runs(self, self.clock() - age, task=task, state=finished_state(state))
 
     async def cancel(self, run_id: str) -> TaskRun:
         """Abort a queued run now; ask a running one to stop (it ends `aborted`)."""

@@ -334,7 +334,7 @@ class MetricsServer:
 def serve_metrics(
     manager: TaskManager,
     port: int,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     *,
     hooks: PrometheusHooks | None = None,
 ) -> MetricsServer:
@@ -342,9 +342,10 @@ def serve_metrics(
 
     Call it from async code (the worker does). The port is bound before this returns, so a
     port in use fails here; `port=0` picks a free one (see `server.port`). The manager's
-    `PrometheusHooks` is used, added if it has none. The default host is every interface,
-    because a Prometheus server scrapes workers from elsewhere; pass "127.0.0.1" to keep it
-    local. The endpoint is read-only and shows no params or results.
+    `PrometheusHooks` is used, added if it has none. The endpoint has no authentication, so
+    it binds loopback unless `host` says otherwise: a Prometheus server scraping workers from
+    elsewhere needs e.g. "0.0.0.0" (the generated Kubernetes manifests pass it). It is
+    read-only and shows no params or results.
     """
     asyncio.get_running_loop()  # fail now, with a clear error, outside a loop
     hooks = hooks if hooks is not None else prometheus_hooks_for(manager)

@@ -12,6 +12,7 @@ from rich.text import Text
 from . import serde
 from .run import TaskRun
 from .run_tree import STATE_STYLES, format_seconds
+from .secret_inputs import redact
 
 
 def _json(value: Any) -> str:
@@ -29,7 +30,7 @@ def print_run(console: Console, run: TaskRun, tree: Any, logs: Sequence[dict[str
     if run.from_run_id:
         console.print(Text(f"retried from: {run.from_run_id}"))
     _section(console, "params")
-    console.print(Text(_json(run.params)))
+    console.print(Text(_json(redact(run.params))))
     failure = run.failure
     if failure is not None and run.state.is_failure:
         _section(console, "error")

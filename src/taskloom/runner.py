@@ -25,6 +25,7 @@ from .errors import (
 from .executors.base import RunEnv
 from .interface import check_size, input_hash
 from .run import Attempt, TaskRun, TaskState
+from .secret_inputs import SecretBox, inputs_of, secrets_digest
 from .store.base import dt
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class AttemptEnv:
     outcomes: OutcomeChannel
     dumps: Callable[[Any], bytes]
     loads: Callable[[bytes], Any]
+    secrets: SecretBox | None = None  # opens sealed secret inputs; keys their cache hash
 
 
 def _beat(run: TaskRun) -> None:
@@ -77,12 +79,17 @@ def run_env(env: AttemptEnv, run: TaskRun) -> RunEnv:
     )  # fmt: skip
 
 
-def cache_key(task: Task, params: dict[str, Any]) -> str | None:
-    """The cache entry for these inputs, or None when the task does not cache."""
+def cache_key(task: Task, params: dict[str, Any], secrets: str | None = None) -> str | None:
+    """The cache entry for these inputs, or None when the task does not cache.
+
+    Secret inputs count only through `secrets`, their keyed hash (`secret_inputs.secrets_digest`).
+    """
     if task.cache is None:
         return None
     version = task.cache.version or "0"
     digest = input_hash(params, task.cache.ignore)
+    if secrets is not None:
+        digest = f"{digest}.{secrets}"
     return f"cache:{task.name}:{version}:{task.cache.salt}:{digest}"
 
 
@@ -167,6 +174,12 @@ async def attempt(env: AttemptEnv, task: Task, run: TaskRun, stop: Stop | None =
     key = cache_key(task, run.params)
     store = env.store
     try:
+        kwargs = run._inputs
+        if task.interface.secret_fields:  # opened here, where the attempt runs
+            if kwargs is None:
+                kwargs = inputs_of(task, run.params, env.secrets)
+            if key is not None:
+                key = cache_key(task, run.params, secrets_digest(task, kwargs, env.secrets))
         if slot is not None and not await store.acquire_slot(
             slot, run.id, task.max_concurrency, env.slot_seconds, clock()
         ):
@@ -179,7 +192,6 @@ async def attempt(env: AttemptEnv, task: Task, run: TaskRun, stop: Stop | None =
                 run.cache_hit = True
                 return succeeded(run, env.loads(hit), clock())
         await env.hooks.before_run(run)
-        kwargs = run._inputs
         if kwargs is None:
             kwargs = task.interface.call_kwargs(task.interface.validate_stored(run.params))
         executor = await env.executor_for(task)

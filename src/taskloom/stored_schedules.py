@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import ScheduleError, ScheduleNotFoundError
-from .schedules import CronTab, Every, Schedule, as_schedule, crontab, every
+from .schedules import CronTab, Every, Schedule, as_schedule, crontab, every, schedule_params
 from .store.base import dt
 
 if TYPE_CHECKING:
@@ -133,6 +133,8 @@ async def add(
     if name in _code_keys(manager):
         raise ScheduleError(f"a schedule in code is named {name!r}; pick another name")
     t = manager.get_task(task)  # UnknownTaskError
+    if params is None:  # every(..., params=...) carries them too
+        params = schedule_params(schedule)
     t.validate_params(dict(params or {}))  # InvalidParamsError
     fields = to_fields(schedule)  # ScheduleError
     item = StoredSchedule(

@@ -94,6 +94,8 @@ class Task(TemplateHooks, Generic[P, R]):
     debuggable: bool = False
     parent_env: weakref.ReferenceType[TaskEnvironment] | None = field(default=None, repr=False)
     parent_env_name: str | None = None
+    # how long finished runs are kept; None: the manager's retention; timedelta(0): forever
+    retention: timedelta | None = None
 
     serializer: SerializerName | None = None
 
@@ -371,6 +373,8 @@ def _normalise(opts: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"retry must be a RetryPolicy or an int, got {value!r}")
         elif key == "timeout_seconds" and isinstance(value, timedelta):
             value = value.total_seconds()
+        elif key == "retention" and not isinstance(value, timedelta):
+            value = timedelta(seconds=value)  # seconds, as a number
         elif key == "cache":
             value = to_cache(value)
         elif key == "tags":
@@ -528,6 +532,7 @@ class TaskFactory(Protocol):
         docs: Documentation | str | None = None,
         debuggable: bool | None = None,
         serializer: SerializerName | None = None,
+        retention: timedelta | float | None = None,
         **flyte_aliases: Any,
     ) -> TaskDecorator: ...
 

@@ -97,6 +97,7 @@ async def _call(
     parent: TaskRun, task: Task, position: int, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> Any:
     manager = parent.manager
+    task = manager.resolve(task)
     model = task.prepare(args, kwargs)  # InvalidParamsError, PayloadTooLargeError: nothing ran
     params = task.interface.stored_params(model)
     digest = input_hash(params)

@@ -623,3 +623,55 @@ async def test_an_unreadable_running_record_is_failed_by_reclaim_or_the_next_cla
     assert failed is not None and failed.state is TaskState.failure
     assert failed.error is not None and failed.error["type"] == "CorruptRecordError"
     assert await store.finish([(lease, lease.run)]) == [False]  # the old lease is gone
+
+
+def finished(task: str, state: TaskState, end: float, **kw: object) -> TaskRun:
+    return TaskRun(
+        task=task,
+        state=state,
+        queued=dt(T0),
+        start=dt(T0),
+        end=dt(end),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_purge_filters_takes_children_and_run_logs_and_spares_active_runs(
+    store: Store,
+) -> None:
+    root = finished("p", TaskState.success, T0)
+    family = {"parent_id": root.id, "root_run_id": root.id}
+    kid = finished("c", TaskState.success, T0, **family)
+    late_kid = finished("c", TaskState.failure, T0 + 500, **family)  # goes with its root
+    live_kid = TaskRun(task="c", state=TaskState.running, start=dt(T0), **family)
+    old_failure = finished("t", TaskState.failure, T0)
+    other = finished("u", TaskState.success, T0)
+    recent = finished("t", TaskState.success, T0 + 1000)
+    old_queued = queued()
+    everything = [root, kid, late_kid, live_kid, old_failure, other, recent, old_queued]
+    for run in everything:
+        await store.save(run)
+        await store.kv_set(f"runlog:{run.id}", b"log", None, T0)
+    cutoff = T0 + 100
+
+    assert await store.purge(cutoff, state=TaskState.failure) == 1  # old_failure
+    assert await store.purge(cutoff, task="u") == 1  # other
+    assert await store.purge(cutoff, skip_tasks=("p",)) == 1  # kid (a child on its own)
+    assert await store.purge(cutoff) == 2  # root, and late_kid with it
+    assert await store.purge(cutoff) == 0
+
+    gone = {root.id, kid.id, late_kid.id, old_failure.id, other.id}
+    for run in everything:
+        kept = await store.get(run.id)
+        log = await store.kv_get(f"runlog:{run.id}", T0)
+        if run.id in gone:
+            assert kept is None and log is None, run
+        else:
+            assert kept is not None and log == b"log", run
+    assert {r.id for r in await store.query(RunQuery())} == {live_kid.id, recent.id, old_queued.id}
+
+
+async def test_purge_works_in_batches(store: Store) -> None:
+    for _ in range(5):
+        await store.save(finished("t", TaskState.success, T0))
+    assert [await store.purge(T0 + 1, limit=2) for _ in range(4)] == [2, 2, 1, 0]

@@ -24,6 +24,7 @@ Strict where a real API server is strict, so a test fails where a cluster would:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import itertools
@@ -53,6 +54,8 @@ _ROUTES = [
     ("pods", re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")),
     ("pod", re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")),
     ("log", re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")),
+    ("secrets", re.compile(r"^/api/v1/namespaces/([^/]+)/secrets$")),
+    ("secret", re.compile(r"^/api/v1/namespaces/([^/]+)/secrets/([^/]+)$")),
 ]
 
 # route -> (API group, resource) for authorisation
@@ -63,9 +66,11 @@ _RESOURCES = {
     "pods": ("", "pods"),
     "pod": ("", "pods"),
     "log": ("", "pods/log"),
+    "secrets": ("", "secrets"),
+    "secret": ("", "secrets"),
 }
 _COLLECTIONS = {"jobs", "pods"}
-_KINDS = {"jobs": ("Job", "jobs.batch"), "pods": ("Pod", "pods")}
+_KINDS = {"jobs": ("Job", "jobs.batch"), "pods": ("Pod", "pods"), "secrets": ("Secret", "secrets")}
 _POLICIES = {"Orphan", "Background", "Foreground"}
 
 
@@ -336,6 +341,19 @@ class FakeKubernetes:
                 pod["metadata"].pop("ownerReferences", None)
             else:
                 del self.pods[key]
+
+    def _post_secrets(self, ns: str, *, body: Body, **_: Any) -> tuple[int, Any]:
+        name = body["metadata"]["name"]
+        if (ns, name) in self.secrets:
+            return 409, status(409, "AlreadyExists", f'secrets "{name}" already exists')
+        data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        self.secrets[(ns, name)] = {**data, **(body.get("stringData") or {})}
+        return 201, {k: v for k, v in body.items() if k != "stringData"}
+
+    def _delete_secret(self, ns: str, name: str, **_: Any) -> tuple[int, Any]:
+        if self.secrets.pop((ns, name), None) is None:
+            return 404, status(404, "NotFound", f'secrets "{name}" not found')
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
 
     def _get_deployment(self, ns: str, name: str, **_: Any) -> tuple[int, Any]:
         dep = self.deployments.get((ns, name))

@@ -327,3 +327,21 @@ async def test_perf_profile_saves_cprofile_stats_with_the_metrics() -> None:
     calls = {name: value[1] for (_, _, name), value in stats.stats.items()}  # type: ignore[attr-defined]
     assert calls["busy"] == 2  # both partitions' runs, merged
     assert plain_run.metrics["profiled_sync"].profile is None
+
+
+async def test_faults_are_injected_in_a_process_child_too(
+    pooled: tuple[TaskManager, ProcessExecutor], tmp_path: Path
+) -> None:
+    m, _ = pooled
+    retry = RetryPolicy(max_attempts=30, wait=0)
+    node = Node(dpt.node_facts, partitions=3, retry=retry, speculative=False)  # one copy each
+    first = await DAG([node]).run(m, fail_prob=0.5, seed=4, output_root=tmp_path)
+    again = await DAG([node]).run(m, fail_prob=0.5, seed=4, output_root=tmp_path)
+    assert first.metrics["node_facts"].injected_faults > 0
+    assert (
+        again.metrics["node_facts"].injected_faults == first.metrics["node_facts"].injected_faults
+    )
+    calm = Node(dpt.node_facts, partitions=3, fail_prob=0.0)  # the node's own 0.0 wins
+    assert (await DAG([calm]).run(m, fail_prob=0.9, output_root=tmp_path)).metrics[
+        "node_facts"
+    ].injected_faults == 0

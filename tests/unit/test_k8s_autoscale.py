@@ -60,7 +60,9 @@ def test_cli_autoscale_adds_a_valid_hpa_and_exposes_worker_metrics() -> None:
                   and d["kind"] == "Deployment")  # fmt: skip
     pod = worker["spec"]["template"]
     [main] = pod["spec"]["containers"]
-    assert main["command"][-2:] == ["--metrics-port", str(METRICS_PORT)]
+    assert main["command"][-4:] == [
+        "--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0",
+    ]  # fmt: skip
     assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in main["ports"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     scheduler = next(d for d in docs if d["metadata"]["name"] == "taskloom-scheduler")

@@ -140,6 +140,7 @@ def test_rbac_has_exactly_the_reference_rules_plus_pod_reads() -> None:
             "verbs": ["create", "get", "list", "watch", "delete", "patch", "update"],
         },
         {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     ]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "workers"}

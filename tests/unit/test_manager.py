@@ -201,7 +201,7 @@ def test_manager_task_decorator() -> None:
     m.sync.close()
 
 
-async def test_secret_str_inputs_execute_but_are_never_stored_or_queued() -> None:
+async def test_secret_str_inputs_execute_and_are_stored_only_sealed() -> None:
     from pydantic import SecretStr
 
     @task
@@ -212,6 +212,7 @@ async def test_secret_str_inputs_execute_but_are_never_stored_or_queued() -> Non
         run = await m.execute("login", user="ann", password="hunter2")
         assert run.state is TaskState.success and run.result == "ann:7"
         stored = await m.get_run(run.id)
-        assert "hunter2" not in stored.model_dump_json() and stored.params == {"user": "ann"}
-        with pytest.raises(InvalidParamsError, match="password: SecretStr inputs are never stored"):
-            await m.queue("login", user="ann", password="hunter2")
+        assert "hunter2" not in stored.model_dump_json() and stored.params["user"] == "ann"
+        assert "$sealed" in stored.params["password"]
+        queued = await m.queue("login", user="ann", password="hunter2")
+        assert "hunter2" not in queued.model_dump_json()

@@ -263,3 +263,14 @@ async def test_queueing_inside_a_span_and_a_failure(tracing: tuple[Any, Any]) ->
     assert failed.status.description == "KeyError: 'missing thing'"
     assert failed.attributes["taskloom.state"] == "failure"
     assert [e.name for e in failed.events] == ["exception"]
+
+
+async def test_serve_metrics_binds_loopback_unless_told() -> None:
+    async with TaskManager("memory://", tasks=[ok]) as manager:
+        local = serve_metrics(manager, 0)
+        anywhere = serve_metrics(manager, 0, "0.0.0.0")
+        try:
+            assert local.host == "127.0.0.1" and anywhere.host == "0.0.0.0"
+        finally:
+            await local.close()
+            await anywhere.close()

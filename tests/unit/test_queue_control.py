@@ -167,6 +167,9 @@ async def test_stored_schedule_is_checked_when_added(store: Store) -> None:
         with pytest.raises(ScheduleError, match="cron"):
             await m.add_schedule("x", "report", "not a cron", params={"day": 1})
         assert await m.schedules() == []
+        # the schedule may carry the inputs itself, as on a task
+        added = await m.add_schedule("y", "report", every(60, params={"day": 2}))
+        assert added.params == {"day": 2}
 
 
 async def test_disabled_stored_schedule_does_not_fire(store: Store) -> None:

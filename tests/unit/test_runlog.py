@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from taskloom import RetryPolicy, RunNotFoundError, TaskConsumer, TaskManager, TaskRun, task
 from taskloom.runlog import MAX_RECORDS, runlog_key
+from taskloom.testing import FakeClock
 
 log = logging.getLogger(__name__)
 elsewhere = logging.getLogger("some.library")
@@ -126,3 +128,16 @@ async def test_api_serves_run_logs() -> None:
             assert [r["message"] for r in got.json()] == ["step 0 of [1]", "module logger speaking"]
             assert set(got.json()[0]) == {"ts", "level", "logger", "message"}
             assert (await client.get("/api/runs/nope/logs")).status_code == 404
+
+
+async def test_run_logs_leave_with_their_run() -> None:
+    """Retention takes a run's logs along: nothing is left under `runlog:<id>`."""
+    clock = FakeClock(1_800_000_000.0)
+    async with TaskManager("memory://", tasks=TASKS, clock=clock) as m:
+        run = await m.execute("chatty", n=1)
+        assert await m.run_logs(run.id)
+        clock.advance(3600)
+        assert await m.purge(timedelta(minutes=30)) == 1
+        with pytest.raises(RunNotFoundError):
+            await m.run_logs(run.id)
+        assert await m.store.kv_get(runlog_key(run.id), m.clock()) is None

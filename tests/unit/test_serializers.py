@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskloom import ConfigError, InvalidParamsError, ResultEncodingError, TaskState, task
+from taskloom import ConfigError, InvalidParamsError, ResultEncodingError, TaskRun, TaskState, task
 from taskloom.testing import memory_manager, run_burst
 
 
@@ -72,3 +72,22 @@ def test_unknown_serializer_is_a_config_error() -> None:
         task(serializer="yaml")(lambda: None)  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="serializer must be one of"):
         memory_manager(serializer="marshal")
+
+
+@task
+def double_handle(h: Handle) -> Handle:
+    return Handle(h.name * 2)
+
+
+@task
+async def parent_of_handles(ctx: TaskRun, name: str) -> str:
+    child = await double_handle.aio(Handle(name))
+    return child.name
+
+
+async def test_manager_serializer_reaches_child_runs() -> None:
+    async with memory_manager([double_handle, parent_of_handles], serializer="pickle") as manager:
+        done = await manager.execute("parent_of_handles", name="ab")
+        assert done.state is TaskState.success and done.result == "abab"
+        [child] = await manager.runs(parent_id=done.id)
+        assert isinstance(child.result, dict) and set(child.result) == {"__pickle__"}

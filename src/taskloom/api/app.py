@@ -21,21 +21,29 @@ from . import (
     routes_control,
     routes_report,
     routes_runs,
+    routes_series,
     routes_status,
     routes_tasks,
 )
 from .auth import bearer_guard, resolve_token
+from .body_guard import DEFAULT_MAX_BODY_BYTES, BodyGuard
 from .context import STATS_WINDOW, ApiContext
 from .schemas import Problem, Responses
 
 
 def create_app(
-    manager: TaskManager, *, token: str | None = None, stats_window: int = STATS_WINDOW
+    manager: TaskManager,
+    *,
+    token: str | None = None,
+    stats_window: int = STATS_WINDOW,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP API and dashboard of `manager`, as an ASGI app.
 
     `token` (else `TASKLOOM_API_TOKEN`) is required as `Authorization: Bearer <token>` on every
-    data route; `/health` and the dashboard's static page stay open. The app connects the
+    data route; `/health` and the dashboard's static page stay open. A request body is read
+    only once the token checks out, and one over `max_body_bytes` (1 MiB by default) gets 413
+    without being buffered. The app connects the
     manager on startup and closes it on shutdown only if it opened it. Mounted into another
     app (`parent.mount("/tasks", create_app(manager))`) it gets no lifespan of its own: the
     manager then connects on first use, and the parent closes it.
@@ -61,6 +69,7 @@ def create_app(
         lifespan=lifespan,
     )
     handlers.install(app)
+    app.add_middleware(BodyGuard, token=token, max_body_bytes=max_body_bytes)
     guarded = [Depends(guard)]
     common: Responses = {
         422: {"model": Problem, "description": "invalid request, one error per field"},
@@ -73,6 +82,7 @@ def create_app(
     app.include_router(routes_control.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_report.router(ctx), dependencies=guarded, responses=common)
     app.include_router(routes_status.router(ctx, guard), responses=common)
+    app.include_router(routes_series.router(ctx), dependencies=guarded, responses=common)
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")
     app.state.taskloom = ctx

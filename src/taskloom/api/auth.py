@@ -20,6 +20,12 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get(TOKEN_ENV) or None
 
 
+def bearer_matches(header: bytes | None, expected: bytes) -> bool:
+    """True if an `Authorization` header value is `Bearer <expected>` (constant-time)."""
+    scheme, _, given = (header or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
+
+
 def bearer_guard(token: str | None) -> Callable[..., Awaitable[None]]:
     """A dependency that rejects requests without `Authorization: Bearer <token>`.
 
@@ -38,7 +44,7 @@ def bearer_guard(token: str | None) -> Callable[..., Awaitable[None]]:
     async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
         """Compare in constant time, so response timing does not leak the token."""
         given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        if not bearer_matches(b"Bearer " + given, expected):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or wrong bearer token",

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    CorruptRecordError,
     InvalidParamsError,
     PayloadTooLargeError,
     RunNotFoundError,
@@ -67,6 +68,11 @@ async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     return problem(status.HTTP_503_SERVICE_UNAVAILABLE, f"store unavailable: {exc}")
 
 
+async def _corrupt_record(_: Request, exc: Exception) -> JSONResponse:
+    # the server's data is damaged, not the request: a 500 that says which run
+    return problem(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc))
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     response = problem(exc.status_code, str(exc.detail))
@@ -88,5 +94,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidParamsError, _invalid_params)
     app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(StoreUnavailableError, _store_down)
+    app.add_exception_handler(CorruptRecordError, _corrupt_record)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..run import Attempt, TaskPriority, TaskRun, TaskState
+from ..secret_inputs import redact
 from ..task import TaskInfo
 
 # the `responses=` argument of FastAPI route decorators (documented error bodies)
@@ -144,7 +145,7 @@ class RunOut(RunSummary):
     def _full(cls, run: TaskRun) -> dict[str, Any]:
         return {
             **RunSummary.fields_of(run),
-            "params": run.params,
+            "params": redact(run.params),  # sealed secret inputs shown as asterisks
             "result": run.result,
             "error": ErrorOut.of(run.error),
             "attempts": [AttemptOut.of(a) for a in run.attempts],

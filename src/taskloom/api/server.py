@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ConfigError, missing_extra
 from ..manager import TaskManager
 from .auth import TOKEN_ENV, resolve_token
+from .body_guard import DEFAULT_MAX_BODY_BYTES
 
 
 def is_loopback(host: str) -> bool:
@@ -36,6 +37,7 @@ def serve(
     *,
     token: str | None = None,
     log_level: str = "info",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     own_logging: bool = True,
 ) -> None:
     """Serve `create_app(manager)` with uvicorn until interrupted (blocking).
@@ -52,6 +54,5 @@ def serve(
     from .app import create_app
 
     extra: dict[str, Any] = {} if own_logging else {"log_config": None}
-    uvicorn.run(
-        create_app(manager, token=token), host=host, port=port, log_level=log_level, **extra
-    )
+    app = create_app(manager, token=token, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **extra)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import TaskloomError
-from ..run import current_run
 
 INJECTED = "InjectedFaultError"
 
@@ -34,29 +31,3 @@ class FaultInjector:
             return False
         rng = random.Random(f"{self.seed}|{node}|{partition}|{copy}|{attempt}")
         return rng.random() < self.fail_prob
-
-
-@dataclass(frozen=True)
-class FaultingPre:
-    """A task `pre` hook that injects the fault, then calls the task's own `pre`.
-
-    It runs inside the attempt, so the runner records the failure and the retry policy
-    applies exactly as for a real one. A module-level dataclass so process executors can
-    pickle it.
-    """
-
-    injector: FaultInjector
-    node: str
-    partition: int
-    copy: int
-    inner: Callable[..., Any] | None = None
-
-    def __call__(self, **kwargs: Any) -> Any:
-        run = current_run()
-        attempt = run.retry_attempt if run is not None else 0
-        if self.injector.should_fail(self.node, self.partition, self.copy, attempt):
-            raise InjectedFaultError(
-                f"injected fault: node {self.node!r} partition {self.partition} copy "
-                f"{self.copy} attempt {attempt} (seed {self.injector.seed})"
-            )
-        return self.inner(**kwargs) if self.inner is not None else kwargs

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, TaskFailedError, TaskTimeoutError
 from ..run import TaskRun, TaskState, current_run, new_run_id
 from ..task import Task
-from .faults import FaultingPre, FaultInjector
+from .faults import FaultInjector
 from .gpus import ENV as GPU_ENV
 from .gpus import GpuPool, gpus_needed
 from .node import Node, NodeContext, call_hook
@@ -253,7 +253,8 @@ class DagRunner:
             staging=str(self._staging_root() / node.name / where) if root is not None else None,
             gpus=tuple(self.gpus.devices[r] for r in ranks), gpu_ranks=ranks,
             cpu_limit=node.cpu_limit, gpu_limit=node.gpu_limit, memory_limit=node.memory_limit,
-            perf_profile=node.perf_profile,
+            perf_profile=node.perf_profile, fail_prob=self.injectors[node.name].fail_prob,
+            copy=copy,
             profile_path=os.path.join(self._profiles, f"{node.name}-{where}.prof")
             if node.perf_profile else None,
         )  # fmt: skip
@@ -265,9 +266,6 @@ class DagRunner:
         kwargs = dict(inputs)
         if node.partitions:
             kwargs["partition"] = partition
-        injector = self.injectors[node.name]
-        if injector.fail_prob > 0:
-            task = task.override(pre=FaultingPre(injector, node.name, partition, copy, task.pre))
         model = task.prepare((), kwargs)
         gpus = gpus_needed(node.gpu_limit) if self._local_gpus(node) else 0
         async with self._slot(), self.gpus.lease(gpus) as ranks:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..run import current_run
+from .faults import FaultInjector, InjectedFaultError
 
 STAGING_DIR = ".staging"  # under the output root, so publishing is a rename on one filesystem
 
@@ -75,6 +76,8 @@ class NodeRuntime:
     memory_limit: Any = None
     perf_profile: bool = False
     profile_path: str | None = None
+    fail_prob: float = 0.0
+    copy: int = 0
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- shipping -------------------------------------------------------------------------------
@@ -209,9 +212,27 @@ class NodeRuntime:
         return self.gpu_ranks
 
     # -- around the function call ---------------------------------------------------------------
+    def inject_fault(self) -> None:
+        """Fail this attempt on purpose with probability `fail_prob` (seeded, reproducible):
+        raises `InjectedFaultError`."""
+        if self.fail_prob <= 0.0:
+            return
+        run = current_run()
+        attempt = run.retry_attempt if run is not None else 0
+        where = self.partition or 0
+        if FaultInjector(self.fail_prob, self.seed).should_fail(
+            self.node, where, self.copy, attempt
+        ):
+            raise InjectedFaultError(
+                f"injected fault: node {self.node!r} partition {where} copy {self.copy} "
+                f"attempt {attempt} (seed {self.seed})"
+            )
+
     @contextlib.contextmanager
     def call_scope(self) -> Iterator[None]:
-        """Entered where the function runs: a fresh staging directory, and the profiler."""
+        """Entered where the function runs, so in every executor (a pool child too): the
+        injected fault, a fresh staging directory, and the profiler."""
+        self.inject_fault()
         self._cache.clear()  # every attempt draws the same numbers
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)  # a retried attempt starts clean

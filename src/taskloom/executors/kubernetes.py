@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TaskFailedError, TaskTimeoutError
@@ -21,9 +22,15 @@ from ..k8s.client import (
     KubernetesConflictError,
     KubernetesNotFoundError,
 )
-from ..k8s.manifests import LABEL_RUN, job_manifest
+from ..k8s.manifests import (
+    LABEL_RUN,
+    inputs_secret_manifest,
+    inputs_secret_name,
+    job_manifest,
+)
 from ..outcome import value_of
 from ..policies import K8sConfig
+from ..secret_inputs import secret_values
 from .base import RunEnv, with_timeout
 
 if TYPE_CHECKING:
@@ -116,13 +123,6 @@ class KubernetesExecutor:
         self, task: Task, run: TaskRun, kwargs: dict[str, Any], timeout: float | None, env: RunEnv
     ) -> Any:
         """Run one attempt as a Job; return the result the pod stored, or raise its error."""
-        if task.interface.secret_fields:
-            fields = ", ".join(sorted(task.interface.secret_fields))
-            raise ConfigError(
-                f"task {task.name!r} has SecretStr inputs ({fields}); "
-                "a Kubernetes Job reads its inputs from the store, where secrets are never "
-                "written: use secrets=[Secret(...)] instead"
-            )
         await self.start()
         client, cfg, attempt = (
             self._require_client(),
@@ -131,6 +131,23 @@ class KubernetesExecutor:
         )
         deployment = await client.read_deployment(cfg.namespace, cfg.deployment)
         manifest = job_manifest(task, run, deployment, attempt=attempt, config=cfg)
+        name = manifest["metadata"]["name"]
+        fields = task.interface.secret_fields
+        if not fields:
+            return await self._run_job(env, task, run, manifest, cfg, attempt, timeout)
+        # SecretStr inputs reach the pod through a Secret of this attempt, never the store
+        values = secret_values(kwargs, fields)
+        secret = inputs_secret_manifest(task, run, attempt, cfg.namespace, values)
+        await self._put_secret(cfg.namespace, secret)
+        try:
+            return await self._run_job(env, task, run, manifest, cfg, attempt, timeout)
+        finally:
+            await self._cleanup(self._delete_secret_now(cfg.namespace, inputs_secret_name(name)))
+
+    async def _run_job(
+        self, env: RunEnv, task: Task, run: TaskRun, manifest: Body, cfg: K8sConfig,
+        attempt: int, timeout: float | None,
+    ) -> Any:  # fmt: skip
         name = manifest["metadata"]["name"]
         try:
             job = await with_timeout(
@@ -236,10 +253,29 @@ class KubernetesExecutor:
 
     async def _delete(self, namespace: str, name: str) -> None:
         """Delete the Job even if the awaiting task is cancelled again meanwhile."""
-        task = asyncio.create_task(self._delete_now(namespace, name))
+        await self._cleanup(self._delete_now(namespace, name))
+
+    async def _cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` to the end even if the awaiting task is cancelled again meanwhile."""
+        task = asyncio.create_task(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
         await asyncio.shield(task)
+
+    async def _put_secret(self, namespace: str, body: Body) -> None:
+        """Create the inputs Secret; one left by an earlier try of this attempt is replaced."""
+        client = self._require_client()
+        try:
+            await client.create_secret(namespace, body)
+        except KubernetesConflictError:
+            await client.delete_secret(namespace, body["metadata"]["name"])
+            await client.create_secret(namespace, body)
+
+    async def _delete_secret_now(self, namespace: str, name: str) -> None:
+        try:
+            await self._require_client().delete_secret(namespace, name)
+        except (KubernetesApiError, ConfigError) as exc:  # never hide the original error
+            log.warning("could not delete Secret %s/%s: %s", namespace, name, exc)
 
     async def _delete_now(self, namespace: str, name: str) -> None:
         try:

@@ -29,6 +29,7 @@ from ..outcome import value_of
 from ..policies import parse_memory
 from ..run import TaskRun
 from ..runlog import replay_record
+from ..secret_inputs import secret_values
 from ..task import Task
 from ._child import child_main
 from .base import RunEnv, with_timeout
@@ -262,6 +263,8 @@ class ProcessExecutor:
     ) -> Any:
         """Run one attempt in a pool child; kill the child on timeout or cancel."""
         request = build_request(task, run, kwargs)
+        if task.interface.secret_fields:  # the plain values go over this private pipe only
+            request["secret_params"] = secret_values(kwargs, task.interface.secret_fields)
         request["address"] = task_address(task)
         request["env"] = dict(task.env)
         limits = request["limits"] = limits_for(task)

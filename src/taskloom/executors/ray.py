@@ -117,6 +117,12 @@ def _address(task: Task) -> tuple[str, str] | None:
 
 def _submit(remote: Any, task: Task, run: TaskRun, kwargs: dict[str, Any]) -> Any:
     """Start one attempt on Ray and return its ObjectRef (of the reply's JSON bytes)."""
+    if task.interface.secret_fields:
+        raise ConfigError(
+            f"task {task.name!r} has SecretStr inputs "
+            f"({', '.join(sorted(task.interface.secret_fields))}), which do not travel to Ray "
+            "(its object store may spill them to disk): use secrets=[Secret(...)] instead"
+        )
     request = build_request(task, run, kwargs)
     request["sys_path"] = list(sys.path)
     address = _address(task)

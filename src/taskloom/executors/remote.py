@@ -105,7 +105,8 @@ def run_request(
             from ..dag.runtime import NodeRuntime  # only DAG runs carry one
 
             run._node = NodeRuntime.from_dict(request["node"])
-        kwargs = task.interface.call_kwargs(task.interface.validate_stored(request["params"]))
+        params = {**request["params"], **request.get("secret_params", {})}
+        kwargs = task.interface.call_kwargs(task.interface.validate_stored(params))
         if on_progress is not None:
             report = on_progress
             run._on_progress = lambda r: report(r.progress, r.progress_note)

@@ -72,12 +72,15 @@ def autoscaler_manifest(
 def expose_metrics(worker: Manifest, port: int = METRICS_PORT) -> Manifest:
     """The worker Deployment with its Prometheus endpoint served and announced for scraping.
 
-    Adds `--metrics-port` to the worker's command, a named container port, and the
+    Adds `--metrics-port` and `--metrics-host 0.0.0.0` (the endpoint binds loopback unless
+    told otherwise) to the worker's command, a named container port, and the
     conventional `prometheus.io/*` pod annotations (honoured by the common scrape configs).
     """
     pod = worker["spec"]["template"]
     [container] = [c for c in pod["spec"]["containers"] if "worker" in c.get("command", [])]
-    container["command"] = [*container["command"], "--metrics-port", str(port)]
+    container["command"] = [
+        *container["command"], "--metrics-port", str(port), "--metrics-host", "0.0.0.0",
+    ]  # fmt: skip
     container["ports"] = [
         *container.get("ports", []),
         {"name": "metrics", "containerPort": port, "protocol": "TCP"},

@@ -209,16 +209,38 @@ class K8sClient:
 
     async def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods; False if it was already gone."""
+        return await self._delete(
+            f"delete job {namespace}/{name}",
+            lambda api: self._batch(api).delete_namespaced_job(
+                name, namespace, propagation_policy="Background", **self._opts()
+            ),
+        )
+
+    async def _delete(self, what: str, call: Callable[[Any], Awaitable[Any]]) -> bool:
+        """Make a delete call; False if the object was already gone."""
         try:
-            await self._call(
-                f"delete job {namespace}/{name}",
-                lambda api: self._batch(api).delete_namespaced_job(
-                    name, namespace, propagation_policy="Background", **self._opts()
-                ),
-            )
+            await self._call(what, call)
         except KubernetesNotFoundError:
             return False
         return True
+
+    # -- secrets ------------------------------------------------------------------------------
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> Body:
+        """Create a Secret; `KubernetesConflictError` if one of that name exists."""
+        name = body.get("metadata", {}).get("name", "?")
+        return await self._json(
+            f"create secret {namespace}/{name}",
+            lambda api: self._core(api).create_namespaced_secret(
+                namespace, dict(body), **self._opts()
+            ),
+        )
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        """Delete a Secret; False if it was already gone."""
+        return await self._delete(
+            f"delete secret {namespace}/{name}",
+            lambda api: self._core(api).delete_namespaced_secret(name, namespace, **self._opts()),
+        )
 
     # -- pods ---------------------------------------------------------------------------------
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Body:

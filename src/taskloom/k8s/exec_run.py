@@ -9,6 +9,7 @@ executor takes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import traceback
@@ -19,6 +20,8 @@ from ..errors import RunNotFoundError
 from ..interface import check_size
 from ..outcome import StoreOutcomes
 from ..policies import K8sConfig
+from ..secret_inputs import inputs_of
+from .manifests import input_env
 
 if TYPE_CHECKING:
     from ..manager import TaskManager
@@ -38,9 +41,18 @@ def _secrets(task: Task) -> dict[str, str]:
     }
 
 
+def _params(task: Task, run: TaskRun) -> dict[str, Any]:
+    # The worker hands each secret input over in a Secret of this attempt, as JSON.
+    params = dict(run.params)
+    for field in task.interface.secret_fields:
+        if input_env(field) in os.environ:
+            params[field] = json.loads(os.environ[input_env(field)])
+    return params
+
+
 async def _call(manager: TaskManager, task: Task, run: TaskRun) -> Any:
-    model = task.interface.validate_stored(run.params)
-    kwargs = task.interface.call_kwargs(model)
+    # a sealed input without its Secret opens only with the manager's own key (SecretKeyError)
+    kwargs = inputs_of(task, _params(task, run), manager.secret_box)
     run._manager = manager
     run._secrets = _secrets(task)
     if task.is_async:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -148,6 +149,34 @@ def secret_env(secret: Secret) -> Manifest:
     return {"name": secret.target_env, "valueFrom": {"secretKeyRef": ref}}
 
 
+def inputs_secret_name(job: str) -> str:
+    """The Secret carrying the secret inputs of the Job named `job`."""
+    return f"{job}-inputs"
+
+
+def input_env(field: str) -> str:
+    """The environment variable a secret input `field` reaches the Job's container as."""
+    return f"TASKLOOM_SECRET_INPUT_{field}"
+
+
+def inputs_secret_manifest(
+    task: Task, run: TaskRun, attempt: int, namespace: str, values: Mapping[str, Any]
+) -> Manifest:
+    """The Secret holding one attempt's secret inputs (each value as JSON) for its Job.
+
+    The worker creates it just before the Job and deletes it when the attempt ends.
+    """
+    name = inputs_secret_name(job_name(task.name, run.id, attempt))
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": job_labels(task, run, attempt)},
+        "type": "Opaque",
+        "stringData": {field: json.dumps(value) for field, value in values.items()},
+    }  # fmt: skip
+
+
 def _merge_env(*groups: Iterable[Manifest]) -> list[Manifest]:
     """Later entries win by name; order of first appearance is kept."""
     merged: dict[str, Manifest] = {}
@@ -220,7 +249,12 @@ def job_manifest(
         ({"name": k, "value": str(v)} for k, v in task.env.items()),
         (secret_env(s) for s in task.secrets),
         own_env,
-    )
+        (
+            {"name": input_env(f), "valueFrom": {"secretKeyRef": {
+                "name": inputs_secret_name(job_name(task.name, run.id, attempt)), "key": f}}}
+            for f in sorted(task.interface.secret_fields)
+        ),
+    )  # fmt: skip
     resources = _resources(task, cfg, source)
     if resources:
         container["resources"] = resources
@@ -332,7 +366,8 @@ def rbac_manifests(
 ) -> list[Manifest]:
     """Role, ServiceAccount and RoleBinding letting workers run cpu_bound tasks as Jobs.
 
-    Reads Deployments, manages Jobs, and reads pods and their logs (to explain a failed Job).
+    Reads Deployments, manages Jobs, reads pods and their logs (to explain a failed Job), and
+    creates and deletes the short-lived Secrets that carry `SecretStr` inputs to a Job.
     `pod_tasks=True` also lets it create and delete pods, for pipeline tasks run as bare pods.
     """
     pods: list[Manifest] = [
@@ -352,6 +387,7 @@ def rbac_manifests(
             "verbs": ["create", "get", "list", "watch", "delete", "patch", "update"],
         },
         *pods,
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     ]
     meta = {"namespace": namespace, "labels": dict(MANAGED_BY)}
     return [

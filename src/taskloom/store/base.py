@@ -261,8 +261,20 @@ class RecordStore(Protocol):
         `cancel_requested`. Returns the updated run, None if unknown."""
         ...
 
-    async def purge(self, before: float) -> int:
-        """Delete finished runs that ended before `before`; return how many."""
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete up to `limit` finished runs that ended before `before` (only of `task`, not
+        of `skip_tasks`, only in `state`, when given). A deleted root run takes its finished
+        descendants with it, whatever their age; every deleted run takes its `runlog:<id>`
+        key/value entry. Queued and running runs are never deleted. Return how many runs
+        were deleted, descendants included."""
         ...
 
 

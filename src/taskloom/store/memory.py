@@ -238,13 +238,28 @@ class MemoryStore:
         self.notifier.publish_run(run_id)
         return run.record()
 
-    async def purge(self, before: float) -> int:
-        gone = [
-            rid for rid, r in self._runs.items()
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        picked = [
+            r for r in self._runs.values()
             if r.is_done and r.end is not None and r.end.timestamp() < before
-        ]  # fmt: skip
+            and (task is None or r.task == task) and r.task not in skip_tasks
+            and (state is None or r.state is state)
+        ][:limit]  # fmt: skip
+        roots = {r.id for r in picked if r.parent_id is None}
+        gone = {r.id for r in picked} | {
+            r.id for r in self._runs.values() if r.is_done and r.root_run_id in roots
+        }
         for rid in gone:
             run = self._runs.pop(rid)
+            self._kv.pop(f"runlog:{rid}", None)
             if run.dedup_key and self._dedup.get(run.dedup_key) == rid:
                 del self._dedup[run.dedup_key]
         return len(gone)

@@ -216,6 +216,7 @@ class PostgresStore(PostgresControl):
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
+        self._vacuum_checked = False
 
     # -- connection plumbing ----------------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -286,11 +287,25 @@ class PostgresStore(PostgresControl):
     async def connect(self) -> None:
         """Open the pool, apply pending migrations, start the LISTEN connection."""
         await self.migrate()
+        if not self._vacuum_checked:
+            self._vacuum_checked = True
+            await self._warn_without_autovacuum()
         if self._listener is None:
             conn = await self._listen()
             self._listener = asyncio.create_task(
                 self._supervise_listener(conn), name=f"taskloom-pg-listener-{self.schema}"
             )
+
+    async def _warn_without_autovacuum(self) -> None:
+        # A queue table churns: without vacuum, claims walk ever more dead index entries and
+        # the table only grows. The server's setting is not ours to change; say so once.
+        if not await self._run(lambda conn: conn.fetchval(self._q["autovacuum_on"])):
+            log.warning(
+                "autovacuum is off on the PostgreSQL server at %s: the runs table will bloat"
+                " and claims slow down as it churns; turn it on (autovacuum = on,"
+                " track_counts = on) or VACUUM %s.runs regularly",
+                self._where, self.schema,
+            )  # fmt: skip
 
     async def close(self) -> None:
         """Stop listening and close the pool."""
@@ -628,10 +643,20 @@ class PostgresStore(PostgresControl):
         self.notifier.publish_run(run_id)
         return _load(row["data"], run_id)
 
-    async def purge(self, before: float) -> int:
-        """Delete finished runs that ended before `before`."""
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete finished runs that ended before `before`, with their families' finished
+        runs and run logs."""
+        args = (before, task, list(skip_tasks), state.value if state else None, limit)
         # A retry after a lost reply counts only what it deleted itself.
-        count: int = await self._run(lambda conn: conn.fetchval(self._q["purge"], before))
+        count: int = await self._run(lambda conn: conn.fetchval(self._q["purge"], *args))
         return count
 
     # -- coordination -----------------------------------------------------------------------

@@ -615,13 +615,29 @@ class RedisStore(RedisControl):
         self.notifier.publish_run(run_id)
         return _decode(blob, run_id)
 
-    async def purge(self, before: float) -> int:
-        """Delete finished runs that ended before `before`, in batches."""
-        total = 0
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete finished runs that ended before `before`; each script call looks at a
+        bounded slice of the `ended` index, so none blocks Redis long."""
+        total = offset = 0
+        filters = [state.value if state else "", task or "", *skip_tasks]
         while True:
-            n = int(await self._run("purge", [_num(before), RECLAIM_BATCH]))
-            total += n
-            if n < RECLAIM_BATCH:
+            cap = RECLAIM_BATCH if limit is None else min(RECLAIM_BATCH, limit - total)
+            if cap <= 0:
+                return total
+            deleted, looked, kept = await self._run(
+                "purge", [_num(before), cap, offset, RECLAIM_BATCH, *filters]
+            )
+            total += int(deleted)
+            offset += int(kept)  # what did not match stays in front of the rest
+            if int(looked) < RECLAIM_BATCH and int(deleted) < cap:
                 return total
 
     # -- coordination -----------------------------------------------------------------------------

@@ -297,6 +297,36 @@ def _held(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[str, 
     return {run_id: (token, bool(cancel)) for run_id, token, cancel in rows}
 
 
+def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
+    """SELECT for a RunQuery: only the filters it sets, newest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("task", q.task), ("state", q.state), ("queue", q.queue),
+        ("parent_id", q.parent_id), ("root_run_id", q.root_run_id),
+    ):  # fmt: skip
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    for clause, bound in (
+        ("id < ?", q.cursor),
+        ("created >= ?", ts(q.since)),
+        ("created < ?", ts(q.before)),
+    ):
+        if bound is not None:
+            clauses.append(clause)
+            params.append(bound)
+    for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
+        clauses.append(
+            "json_valid(runs.data) AND"
+            " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
+        )
+        params.append(tag)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    params.append(q.limit)
+    return f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?", params
+
+
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -708,32 +738,7 @@ class SQLiteStore(SQLiteControl):
         return await self._run_here(work, writes=False)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("task", q.task), ("state", q.state), ("queue", q.queue),
-            ("parent_id", q.parent_id), ("root_run_id", q.root_run_id),
-        ):  # fmt: skip
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(str(value))
-        for clause, bound in (
-            ("id < ?", q.cursor),
-            ("created >= ?", ts(q.since)),
-            ("created < ?", ts(q.before)),
-        ):
-            if bound is not None:
-                clauses.append(clause)
-                params.append(bound)
-        for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
-            clauses.append(
-                "json_valid(runs.data) AND"
-                " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
-            )
-            params.append(tag)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?"
-        params.append(q.limit)
+        sql, params = query_sql(q)
 
         def work(conn: sqlite3.Connection) -> list[TaskRun]:
             return [decode_or_stand_in(data, i) for i, data in conn.execute(sql, params)]
@@ -781,11 +786,53 @@ class SQLiteStore(SQLiteControl):
             self.notifier.publish_run(run_id)
         return run
 
-    async def purge(self, before: float) -> int:
+    async def purge(
+        self,
+        before: float,
+        *,
+        task: str | None = None,
+        skip_tasks: Sequence[str] = (),
+        state: TaskState | None = None,
+        limit: int | None = None,
+    ) -> int:
+        sql = (
+            "SELECT id, parent_id FROM runs INDEXED BY runs_ended"
+            f" WHERE state IN ({_DONE_SQL}) AND ended < ?"
+        )
+        params: list[Any] = [before]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        if skip_tasks:
+            sql += " AND task NOT IN (SELECT value FROM json_each(?))"
+            params.append(_json(list(skip_tasks)))
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state.value)
+        sql += " LIMIT ?"
+        params.append(-1 if limit is None else limit)
+
         def work(conn: sqlite3.Connection) -> int:
             with _immediate(conn):
+                picked = conn.execute(sql, params).fetchall()
+                ids = {run_id for run_id, _ in picked}
+                roots = [run_id for run_id, parent in picked if parent is None]
+                if roots:  # a purged root takes its finished descendants, whatever their age
+                    ids.update(
+                        run_id
+                        for (run_id,) in conn.execute(
+                            "SELECT id FROM runs INDEXED BY runs_root WHERE root_run_id IN"
+                            f" (SELECT value FROM json_each(?)) AND state IN ({_DONE_SQL})",
+                            (_json(roots),),
+                        )
+                    )
+                gone = _json(sorted(ids))
+                conn.execute(
+                    "DELETE FROM kv WHERE key IN (SELECT 'runlog:' || value FROM json_each(?))",
+                    (gone,),
+                )
                 cursor = conn.execute(
-                    f"DELETE FROM runs WHERE state IN ({_DONE_SQL}) AND ended < ?", (before,)
+                    "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (gone,)
                 )
             return cursor.rowcount
 

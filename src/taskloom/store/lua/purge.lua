@@ -1,11 +1,42 @@
--- ARGV: P, before, batch size. Returns how many runs were deleted.
+-- ARGV: P, before, limit, offset, scan, state ('' for any), task ('' for any), skipped tasks...
+-- Looks at up to `scan` finished runs that ended before `before`, from `offset` in end order,
+-- and deletes those that match until `limit` runs are gone. A deleted root takes the finished
+-- runs of its family, whatever their age; every deleted run takes its run log (kv runlog:<id>).
+-- Returns {deleted, looked at, kept}: the caller adds `kept` to the next call's offset.
+local limit, state, task = tonumber(ARGV[3]), ARGV[6], ARGV[7]
+local skip = {}
+for i = 8, #ARGV do skip[ARGV[i]] = true end
 local ids = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. ARGV[2],
-                       'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  local key = P .. 'run:' .. id
-  reindex(id, view(key), nil)
+                       'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
+local deleted, looked, kept = 0, 0, 0
+
+local function drop(id, key, old)
+  reindex(id, old, nil)
   release_dedup(key, id)
   redis.call('ZREM', P .. 'ended', id)
-  redis.call('UNLINK', key)
+  redis.call('UNLINK', key, P .. 'kv:runlog:' .. id)
+  deleted = deleted + 1
 end
-return #ids
+
+for _, id in ipairs(ids) do
+  if deleted >= limit then break end
+  looked = looked + 1
+  local key = P .. 'run:' .. id
+  local old = view(key)
+  if old then  -- nil: deleted with its root earlier in this call
+    if (state == '' or old.state == state) and (task == '' or old.task == task)
+        and not skip[old.task] then
+      if not old.parent_id then
+        for _, kid in ipairs(redis.call('ZRANGE', P .. 'idx:root_run_id:' .. id, 0, -1)) do
+          local kkey = P .. 'run:' .. kid
+          local kold = view(kkey)
+          if kold and DONE[kold.state] then drop(kid, kkey, kold) end
+        end
+      end
+      drop(id, key, old)
+    else
+      kept = kept + 1
+    end
+  end
+end
+return {deleted, looked, kept}

@@ -1,6 +1,8 @@
 -- ARGV: P, rank span. Per queue holding queued runs: name, counts for ranks 0, 1, 2, then the
--- `queued` JSON of the first run of each rank and of the first delayed run ("" for none);
--- the oldest of those is the queue's oldest queued run.
+-- `queued` JSON of the first run of each rank and of the first delayed run ("" for none).
+-- The oldest of those is the queue's oldest queued run unless an older one sits deeper with
+-- a later execute_after (a retry, a run held back): close enough for `queue ls`, and it keeps
+-- this script from reading every queued run.
 local span = tonumber(ARGV[2])
 local out = {}
 for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do

@@ -223,9 +223,26 @@ WITH upd AS (
 SELECT data, (SELECT count(*) FROM notified) AS notified FROM upd;
 
 -- purge --
-WITH gone AS (
-    DELETE FROM runs
+-- Delete up to $5 (NULL: all) finished runs that ended before $1, only of task $2 and in state
+-- $4 when not NULL, never of the tasks in $3. A purged root takes its finished descendants,
+-- whatever their age; every purged run takes its `runlog:<id>` entry. Returns how many went.
+WITH picked AS (
+    SELECT id, parent_id FROM runs
     WHERE state IN ('success', 'failure', 'aborted', 'rate_limited') AND ended < $1
+      AND ($2::text IS NULL OR task = $2)
+      AND NOT (task = ANY($3::text[]))
+      AND ($4::text IS NULL OR state = $4)
+    LIMIT $5::bigint
+    FOR UPDATE SKIP LOCKED
+), family AS (
+    SELECT id FROM picked
+    UNION
+    SELECT r.id FROM runs AS r JOIN picked AS p ON r.root_run_id = p.id
+    WHERE p.parent_id IS NULL AND r.state IN ('success', 'failure', 'aborted', 'rate_limited')
+), logs AS (
+    DELETE FROM kv WHERE key IN (SELECT 'runlog:' || id FROM family)
+), gone AS (
+    DELETE FROM runs WHERE id IN (SELECT id FROM family)
     RETURNING 1
 )
 SELECT count(*) FROM gone;
@@ -283,6 +300,10 @@ SELECT worker, last_seen, info FROM workers WHERE expires >= $1 ORDER BY worker;
 
 -- ping --
 SELECT 1;
+
+-- autovacuum_on --
+-- Whether the server vacuums on its own (both settings are needed).
+SELECT current_setting('autovacuum') = 'on' AND current_setting('track_counts') = 'on';
 
 -- set_queue_paused --
 -- Pause or resume a queue; a resume wakes every worker.

@@ -45,8 +45,13 @@ CREATE INDEX runs_lease ON runs (lease_expires) WHERE lease_token IS NOT NULL;
 -- Queries, newest first.
 CREATE INDEX runs_task ON runs (task, id);
 CREATE INDEX runs_state ON runs (state, id);
+CREATE INDEX runs_queue ON runs (queue, id);
+CREATE INDEX runs_created ON runs (created);
 CREATE INDEX runs_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
 CREATE INDEX runs_root ON runs (root_run_id, id);
+-- Retention sweeps: finished runs by end time.
+CREATE INDEX runs_ended ON runs (ended)
+    WHERE state IN ('success', 'failure', 'aborted', 'rate_limited');
 
 -- Concurrency slots: one row per holder of a slot of `name`.
 CREATE TABLE slots (
