@@ -13,8 +13,8 @@ from taskloom import TaskConsumer, TaskManager, task
 from taskloom.errors import CorruptRecordError
 from taskloom.ratelimit import RateLimit
 from taskloom.run import TaskPriority, TaskRun, TaskState
-from taskloom.store import Beat, RunQuery, Store
-from taskloom.store.base import QueueSettings, dt
+from taskloom.store import Beat, Lease, RunQuery, Store
+from taskloom.store.base import ACTIVE_STATES, QueueSettings, dt
 from taskloom.testing import run_burst
 
 from ..raw_records import Damage, damage_record
@@ -675,3 +675,85 @@ async def test_purge_works_in_batches(store: Store) -> None:
     for _ in range(5):
         await store.save(finished("t", TaskState.success, T0))
     assert [await store.purge(T0 + 1, limit=2) for _ in range(4)] == [2, 2, 1, 0]
+
+
+async def _full_count(store: Store) -> dict[tuple[str, str, TaskState, TaskPriority], int]:
+    tally: dict[tuple[str, str, TaskState, TaskPriority], int] = {}
+    for run in await store.query(RunQuery(limit=100_000)):
+        key = (run.task, run.queue, run.state, run.priority)
+        tally[key] = tally.get(key, 0) + 1
+    return tally
+
+
+async def _assert_counts_exact(store: Store) -> None:
+    want = await _full_count(store)
+    got = {(c.task, c.queue, c.state, c.priority): c.n for c in await store.counts()}
+    assert got == want
+    for queue in (None, "q1", "q2"):
+        depth = dict.fromkeys(TaskPriority, 0)
+        for (_, q, state, priority), n in want.items():
+            if state is TaskState.queued and queue in (None, q):
+                depth[priority] += n
+        assert await store.queue_length(queue) == depth, queue
+    stats = {s.name: s.depth for s in await store.queue_stats()}
+    for name, depth in stats.items():
+        assert depth == await store.queue_length(name)
+    assert sum(sum(d.values()) for d in stats.values()) == sum(
+        (await store.queue_length(None)).values()
+    )
+
+
+async def test_counts_match_a_full_count_after_a_random_mix_of_operations(store: Store) -> None:
+    import random
+
+    rng = random.Random(17)
+    now = T0
+    leases: list[Lease] = []
+    ids: list[str] = []
+    for step in range(120):
+        now += 1
+        op = rng.choice(
+            ["enqueue", "enqueue", "claim", "finish", "finish", "cancel", "save", "reclaim"]
+        )
+        if op == "enqueue":
+            batch = [
+                queued(
+                    rng.choice(["a", "b"]),
+                    queue=rng.choice(["q1", "q2"]),
+                    priority=rng.choice(list(TaskPriority)),
+                    dedup_key=rng.choice([None, None, "k1", "k2"]),
+                    execute_after=dt(now + 5) if rng.random() < 0.2 else None,
+                )
+                for _ in range(rng.randint(1, 4))
+            ]
+            ids += [r.id for r in batch]
+            await store.enqueue(batch)
+        elif op == "claim":
+            leases += await store.claim("w", rng.choice([None, ["q1"]]), rng.randint(1, 3), 10, now)
+        elif op == "finish" and leases:
+            lease = leases.pop(rng.randrange(len(leases)))
+            state = rng.choice([TaskState.success, TaskState.failure, TaskState.queued])
+            update: dict[str, object] = {"state": state, "end": dt(now)}
+            if state is TaskState.queued:
+                update = {"state": state, "execute_after": dt(now + 2), "end": None}
+            await store.finish([(lease, lease.run.model_copy(update=update))])
+        elif op == "cancel" and ids:
+            await store.request_cancel(rng.choice(ids), now)
+        elif op == "save":
+            run = finished(rng.choice(["a", "c"]), TaskState.success, now, queue="q2")
+            if ids and rng.random() < 0.5:  # overwrite one: its old counts must go
+                got = await store.get(rng.choice(ids))
+                if got is not None and got.state not in ACTIVE_STATES:
+                    run = got.model_copy(update={"state": TaskState.aborted, "task": "c"})
+            ids.append(run.id)
+            await store.save(run)
+        elif op == "reclaim":
+            now += 20  # every lease expires
+            await store.reclaim(now)
+            leases.clear()
+        if step % 10 == 9:
+            await _assert_counts_exact(store)
+    await store.purge(now + 1, limit=7)
+    await _assert_counts_exact(store)
+    await store.purge(now + 1)
+    await _assert_counts_exact(store)

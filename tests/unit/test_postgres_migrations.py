@@ -62,7 +62,14 @@ async def catalog(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
 
     def norm(rows: list[Any]) -> list[tuple[Any, ...]]:
         return sorted(
-            tuple(str(v).replace(f'"{schema}".', "").replace(f"{schema}.", "") for v in r)
+            tuple(
+                str(v)
+                .replace(f'"{schema}".', "")
+                .replace(f"{schema}.", "")
+                # functions made with `SET search_path FROM CURRENT` name their schema
+                .replace(schema, "<schema>")
+                for v in r
+            )
             for r in rows
         )
 

@@ -99,25 +99,14 @@ def test_sqlite_listing_uses_an_index(
 
 
 def test_sqlite_counts_use_an_index(sqlite_conn: sqlite3.Connection) -> None:
-    from taskloom.store import sqlite_control
+    from taskloom.store import sqlite, sqlite_control
 
-    for sql, params in (
-        (sqlite_control._STATS, ()),
-        (_sqlite_queue_length(None), ()),
-        (_sqlite_queue_length("q1"), ("q1",)),
-    ):
-        plan = _sqlite_plan(sqlite_conn, sql, params)
-        assert not _full_scan(plan) and "INDEX" in plan, plan
-
-
-def _sqlite_queue_length(queue: str | None) -> str:
-    """The statement SQLiteStore.queue_length runs (kept in step by the count test below)."""
-    sql = (
-        "SELECT priority_rank, count(*) FROM runs INDEXED BY runs_claim_any WHERE state = 'queued'"
-    )
-    if queue is not None:
-        sql = sql.replace("runs_claim_any", "runs_claim") + " AND queue = ?"
-    return sql + " GROUP BY priority_rank"
+    # queue depth per queue and rank: the counters, then one seek of the claim index each
+    plan = _sqlite_plan(sqlite_conn, sqlite_control._STATS, ())
+    assert "SCAN runs" not in plan and "SEARCH runs USING" in plan, plan
+    # every count and queue_length: the counters alone, never the runs table
+    plan = _sqlite_plan(sqlite_conn, sqlite._COUNTS, ())
+    assert "runs " not in plan.replace("run_counts", ""), plan
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -185,8 +174,7 @@ async def test_postgres_counts_and_claim_use_an_index(pg: Any) -> None:
 
     queries = read_queries()
     checks: list[tuple[str, str, tuple[Any, ...]]] = [
-        ("queue_length, all queues", queries["queue_length"], (None,)),
-        ("queue_length, one queue", queries["queue_length"], ("q1",)),
+        ("counts", queries["counts"], ()),
         ("queue_stats", queries["queue_stats"], ()),
         ("reclaim", queries["reclaim"], (1.0, "x", "ch")),
     ]

@@ -27,7 +27,7 @@ from . import (
 )
 from .auth import bearer_guard, resolve_token
 from .body_guard import DEFAULT_MAX_BODY_BYTES, BodyGuard
-from .context import STATS_WINDOW, ApiContext
+from .context import ApiContext
 from .schemas import Problem, Responses
 
 
@@ -35,7 +35,6 @@ def create_app(
     manager: TaskManager,
     *,
     token: str | None = None,
-    stats_window: int = STATS_WINDOW,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP API and dashboard of `manager`, as an ASGI app.
@@ -50,7 +49,7 @@ def create_app(
     """
     token = resolve_token(token)
     guard = bearer_guard(token)
-    ctx = ApiContext(manager, prometheus_hooks_for(manager), stats_window)
+    ctx = ApiContext(manager, prometheus_hooks_for(manager))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -8,8 +8,7 @@ from ..manager import TaskManager
 from ..metrics import PrometheusHooks
 from ..store.base import Store
 
-STATS_WINDOW = 1000
-MAX_STATS_WINDOW = 10_000
+MAX_STATS_WINDOW = 10_000  # the most runs a bounded read (the series) decodes
 CHILDREN_PAGE = 100
 
 
@@ -19,7 +18,6 @@ class ApiContext:
 
     manager: TaskManager
     metrics: PrometheusHooks
-    stats_window: int = STATS_WINDOW
 
     async def store(self) -> Store:
         """The manager's store, connected (a mounted app gets no lifespan of its own)."""

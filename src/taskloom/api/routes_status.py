@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 
 from ..errors import StoreUnavailableError
 from ..metrics import CONTENT_TYPE
-from ..run import TaskRun, TaskState
-from .context import MAX_STATS_WINDOW, ApiContext
+from ..run import TaskState
+from ..store.base import RunCount, queued_by_priority
+from .context import ApiContext
 from .schemas import HealthOut, StatsOut, WorkerOut
 
 log = logging.getLogger("taskloom.api")
 
 
-def count_states(runs: list[TaskRun], tasks: list[str], window: int) -> StatsOut:
-    """State counts per task (every registered task listed, zeros left out)."""
+def count_states(counts: list[RunCount], tasks: list[str]) -> StatsOut:
+    """State counts per task from the store's counters (every registered task listed)."""
     per_task: dict[str, dict[TaskState, int]] = {name: {} for name in tasks}
     totals: dict[TaskState, int] = {}
-    for run in runs:
-        counts = per_task.setdefault(run.task, {})
-        counts[run.state] = counts.get(run.state, 0) + 1
-        totals[run.state] = totals.get(run.state, 0) + 1
-    oldest = runs[-1].queued or runs[-1].start if runs else None
+    for c in counts:
+        states = per_task.setdefault(c.task, {})
+        states[c.state] = states.get(c.state, 0) + c.n
+        totals[c.state] = totals.get(c.state, 0) + c.n
     return StatsOut(
-        window=window, counted=len(runs), oldest=oldest, tasks=per_task, totals=totals, queued={}
+        counted=sum(totals.values()),
+        tasks=per_task,
+        totals=totals,
+        queued=queued_by_priority(counts, None),
     )
 
 
@@ -39,15 +41,11 @@ def router(ctx: ApiContext, guard: Callable[..., Awaitable[None]]) -> APIRouter:
     guarded = [Depends(guard)]
 
     @api.get("/api/stats", response_model=StatsOut, dependencies=guarded, summary="State counts")
-    async def stats(
-        window: Annotated[int, Query(ge=1, le=MAX_STATS_WINDOW)] = ctx.stats_window,
-    ) -> StatsOut:
-        """State counts per task over the newest `window` runs (one bounded, indexed read),
-        plus the exact number of queued runs by priority."""
-        runs = await manager.runs(limit=window)
-        out = count_states(runs, sorted(manager.tasks), window)
-        out.queued = await manager.queue_length()
-        return out
+    async def stats() -> StatsOut:
+        """Exact state counts per task and queued runs by priority, read from the store's
+        maintained counters: one small read, whatever the number of runs stored."""
+        store = await ctx.store()
+        return count_states(await store.counts(), sorted(manager.tasks))
 
     @api.get(
         "/api/workers", response_model=list[WorkerOut], dependencies=guarded, summary="Workers"

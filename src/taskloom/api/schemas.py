@@ -219,14 +219,14 @@ class EnableRequest(BaseModel):
 
 
 class StatsOut(BaseModel):
-    """State counts per task over the newest `window` runs, plus exact queue counts."""
+    """Exact state counts of every stored run, per task, plus queued runs by priority."""
 
-    window: int = Field(description="how many of the newest runs were looked at (the bound)")
-    counted: int = Field(description="runs actually counted (fewer when the store holds fewer)")
-    oldest: datetime | None = Field(description="queued time of the oldest run counted")
-    tasks: dict[str, dict[TaskState, int]]
+    counted: int = Field(description="every run the store holds (purged runs are gone)")
+    tasks: dict[str, dict[TaskState, int]] = Field(
+        description="per task (every registered one listed), its runs by state; zeros left out"
+    )
     totals: dict[TaskState, int]
-    queued: dict[TaskPriority, int] = Field(description="every queued run, by priority (exact)")
+    queued: dict[TaskPriority, int] = Field(description="every queued run, by priority")
 
 
 class WorkerOut(BaseModel):

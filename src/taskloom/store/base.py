@@ -64,6 +64,26 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RunCount:
+    """How many runs of `task` in `queue` are in `state` at `priority` (a maintained counter)."""
+
+    task: str
+    queue: str
+    state: TaskState
+    priority: TaskPriority
+    n: int
+
+
+def queued_by_priority(counts: Sequence[RunCount], queue: str | None) -> dict[TaskPriority, int]:
+    """Queued runs by priority, from maintained counts (of one queue, or all when None)."""
+    out = dict.fromkeys(TaskPriority, 0)
+    for c in counts:
+        if c.state is TaskState.queued and (queue is None or c.queue == queue):
+            out[c.priority] += c.n
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class Beat:
     """One heartbeat item: extend this lease, store this progress."""
 
@@ -254,6 +274,11 @@ class RecordStore(Protocol):
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs by priority (all queues when `queue` is None)."""
+        ...
+
+    async def counts(self) -> list[RunCount]:
+        """Every non-zero run count by task, queue, state and priority. Exact, and read from
+        counters kept with each change, so the cost does not grow with the runs stored."""
         ...
 
     async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from .base import (
     Notifier,
     QueueSettings,
     QueueStats,
+    RunCount,
     RunQuery,
     WorkerInfo,
     dt,
@@ -222,6 +224,11 @@ class MemoryStore:
             if r.state is TaskState.queued and (queue is None or r.queue == queue):
                 counts[r.priority] += 1
         return counts
+
+    async def counts(self) -> list[RunCount]:
+        # the reference meaning: a full count (the other stores keep counters that match it)
+        tally = Counter((r.task, r.queue, r.state, r.priority) for r in self._runs.values())
+        return [RunCount(*key, n) for key, n in tally.items()]
 
     async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
         run = self._runs.get(run_id)

@@ -34,9 +34,11 @@ from .base import (
     Claimed,
     Lease,
     Notifier,
+    RunCount,
     RunQuery,
     WorkerInfo,
     dt,
+    queued_by_priority,
     ts,
 )  # fmt: skip
 from .postgres_control import PostgresControl
@@ -272,6 +274,12 @@ class PostgresStore(PostgresControl):
                 conn = await pool.acquire()
                 try:
                     return await op(conn)
+                except asyncpg.exceptions.DeadlockDetectedError:
+                    # two backends sharing a counter shard (see run_counts): the server rolled
+                    # this call back whole, so it is safe to run again
+                    if attempt == 2:
+                        raise
+                    log.info("PostgreSQL deadlock; retrying once")
                 except Exception as exc:
                     if not _unavailable(exc) or attempt == 2:
                         raise
@@ -622,14 +630,18 @@ class PostgresStore(PostgresControl):
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs by priority."""
-        rows: list[Record] = await self._run(
-            lambda conn: conn.fetch(self._q["queue_length"], queue)
-        )
-        counts = dict.fromkeys(TaskPriority, 0)
+        return queued_by_priority(await self.counts(), queue)
+
+    async def counts(self) -> list[RunCount]:
+        """The counters the triggers keep, shards summed."""
+        rows: list[Record] = await self._run(lambda conn: conn.fetch(self._q["counts"]))
         by_rank = {p.rank: p for p in TaskPriority}
-        for r in rows:
-            counts[by_rank[r["priority_rank"]]] = r["n"]
-        return counts
+        return [
+            RunCount(
+                r["task"], r["queue"], TaskState(r["state"]), by_rank[r["priority_rank"]], r["n"]
+            )
+            for r in rows
+        ]
 
     async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
         """Abort a queued/init run; flag a running one for its worker."""

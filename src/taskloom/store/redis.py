@@ -62,10 +62,12 @@ from .base import (
     Claimed,
     Lease,
     Notifier,
+    RunCount,
     RunQuery,
     WorkerInfo,
     dt,
     matches,
+    queued_by_priority,
     ts,
 )  # fmt: skip
 from .records import claimed, decode_or_stand_in, decode_run
@@ -103,7 +105,7 @@ SCRIPT_NAMES = (
     "cancel",
     "load",
     "page",
-    "queue_length",
+    "counts",
     "queue_stats",
     "purge",
     "acquire_slot",
@@ -600,11 +602,18 @@ class RedisStore(RedisControl):
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs (due or delayed) by priority."""
-        counts = await self._run(
-            "queue_length", [_num(RANK_SPAN), "1" if queue is None else "0", queue or ""]
-        )
-        by_rank = {p.rank: p for p in TaskPriority}
-        return {by_rank[rank]: int(n) for rank, n in enumerate(counts)}
+        return queued_by_priority(await self.counts(), queue)
+
+    async def counts(self) -> list[RunCount]:
+        """The counters the scripts keep, one hash read."""
+        flat = await self._run("counts", [])
+        out = []
+        for i in range(0, len(flat), 2):
+            n = int(flat[i + 1])
+            if n > 0:
+                task, queue, state, priority = flat[i].decode().rsplit("\x1f", 3)
+                out.append(RunCount(task, queue, TaskState(state), TaskPriority(priority), n))
+        return out
 
     async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
         """Abort a queued/init run, or flag a running one; None if unknown."""

@@ -40,9 +40,11 @@ from .base import (
     Claimed,
     Lease,
     Notifier,
+    RunCount,
     RunQuery,
     WorkerInfo,
     dt,
+    queued_by_priority,
     ts,
 )  # fmt: skip
 from .gate import StartGate
@@ -266,6 +268,9 @@ _CLAIM_IDS = (
 _PICK = """SELECT id, task, queue FROM runs INDEXED BY {index}
 WHERE state = 'queued' AND (execute_after IS NULL OR execute_after <= :now){queues}
 ORDER BY priority_rank, due, id LIMIT :limit"""
+
+
+_COUNTS = "SELECT task, queue, state, priority_rank, n FROM run_counts WHERE n > 0"
 
 
 def _json(value: Any) -> str:
@@ -746,22 +751,16 @@ class SQLiteStore(SQLiteControl):
         return await self._run(work)
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
-        # the partial claim indexes hold exactly the queued runs and cover priority_rank
-        sql = "SELECT priority_rank, count(*) FROM runs INDEXED BY runs_claim_any"
-        sql += " WHERE state = 'queued'"
-        params: tuple[str, ...] = ()
-        if queue is not None:
-            sql = sql.replace("runs_claim_any", "runs_claim") + " AND queue = ?"
-            params = (queue,)
-        sql += " GROUP BY priority_rank"
+        return queued_by_priority(await self.counts(), queue)
 
-        def work(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-            return conn.execute(sql, params).fetchall()
+    async def counts(self) -> list[RunCount]:
+        def work(conn: sqlite3.Connection) -> list[tuple[str, str, str, int, int]]:
+            return conn.execute(_COUNTS).fetchall()
 
-        counts = dict.fromkeys(TaskPriority, 0)
-        for rank, count in await self._run(work):
-            counts[_PRIORITY_BY_RANK[rank]] = count
-        return counts
+        return [
+            RunCount(task, queue, TaskState(state), _PRIORITY_BY_RANK[rank], n)
+            for task, queue, state, rank, n in await self._run(work)
+        ]
 
     async def request_cancel(self, run_id: str, now: float) -> TaskRun | None:
         def work(conn: sqlite3.Connection) -> TaskRun | None:

@@ -319,7 +319,7 @@ function renderStats(stats) {
       ...shown.map((s) => el("td", { class: `count${counts[s] ? "" : " zero"}`, data: { state: s },
         text: String(counts[s] || 0) }))));
   $("stats").tBodies[0].replaceChildren(...rows);
-  $("stats-window").textContent = `newest ${stats.counted} runs`;
+  $("stats-window").textContent = `all ${stats.counted} runs`;
   syncOptions($("filter-task"), Object.keys(stats.tasks));
   syncOptions($("schedule-task"), Object.keys(stats.tasks));
 }

@@ -27,15 +27,26 @@ end
 -- What the indexes of a run are keyed on (nil if the run does not exist).
 local function view(key)
   local f = redis.call('HMGET', key, 'state', 'task', 'parent_id', 'root_run_id', 'queue',
-                       '_score', '_after', '_end')
+                       '_score', '_after', '_end', 'priority')
   if not f[1] then return nil end
   return {state = jstr(f[1]), task = jstr(f[2]), parent_id = jstr(f[3]),
           root_run_id = jstr(f[4]), queue = jstr(f[5]), score = f[6], after = f[7],
-          ended = f[8]}
+          ended = f[8], priority = jstr(f[9])}
+end
+
+-- The field of hash P..'counts' that counts the runs like view `v`: task US queue US state
+-- US priority. Every state change passes through reindex(), which keeps these counters.
+local function count_field(v)
+  return v.task .. '\31' .. v.queue .. '\31' .. v.state .. '\31' .. (v.priority or 'medium')
 end
 
 -- Move run `id` from the index entries of view `old` to those of view `new` (nil: none).
 local function reindex(id, old, new)
+  local before, after = old and count_field(old), new and count_field(new)
+  if before ~= after then
+    if before then redis.call('HINCRBY', P .. 'counts', before, -1) end
+    if after then redis.call('HINCRBY', P .. 'counts', after, 1) end
+  end
   if new and not old then redis.call('ZADD', P .. 'runs', 0, id) end
   if old and not new then redis.call('ZREM', P .. 'runs', id) end
   for _, f in ipairs(IDX) do
@@ -107,20 +118,17 @@ local function iso_time(t)
                        math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, micros)
 end
 
--- Queued runs of queue `q` by rank: {rank 0, rank 1, rank 2}. Delayed runs are scored by
--- time, so their rank comes from their ready score.
-local function queue_depth(q, span)
-  local counts = {0, 0, 0}
-  for r = 0, 2 do
-    counts[r + 1] = redis.call('ZCOUNT', P .. 'ready:' .. q,
-      string.format('%.17g', r * span), '(' .. string.format('%.17g', (r + 1) * span))
-  end
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'delayed:' .. q, 0, -1)) do
-    local score = tonumber(redis.call('HGET', P .. 'run:' .. id, '_score'))
-    if score then
-      local r = math.min(2, math.floor(score / span))
-      counts[r + 1] = counts[r + 1] + 1
+-- The flat HGETALL of the run counters (field, count, ...). Counters are kept by reindex();
+-- a store written before they existed has no marker and is counted once here from its
+-- records (one pass inside one script: nothing changes meanwhile).
+local function counters()
+  if redis.call('EXISTS', P .. 'counts:v1') == 0 then
+    redis.call('DEL', P .. 'counts')
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do
+      local v = view(P .. 'run:' .. id)
+      if v then redis.call('HINCRBY', P .. 'counts', count_field(v), 1) end
     end
+    redis.call('SET', P .. 'counts:v1', '1')
   end
-  return counts
+  return redis.call('HGETALL', P .. 'counts')
 end

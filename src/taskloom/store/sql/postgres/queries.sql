@@ -195,10 +195,10 @@ SELECT count(*) FROM notified;
 -- get --
 SELECT data FROM runs WHERE id = $1;
 
--- queue_length --
-SELECT priority_rank, count(*) AS n FROM runs
-WHERE state = 'queued' AND ($1::text IS NULL OR queue = $1::text)
-GROUP BY priority_rank;
+-- counts --
+-- The maintained counters, their shards summed.
+SELECT task, queue, state, priority_rank, sum(n)::bigint AS n FROM run_counts
+GROUP BY task, queue, state, priority_rank HAVING sum(n) > 0;
 
 -- request_cancel --
 -- A queued/init run is aborted at once; a running one is flagged for its worker's next beat.
@@ -324,10 +324,16 @@ SELECT pg_notify($4, 'queue');
 SELECT name, paused, rate_count, rate_per FROM queue_settings;
 
 -- queue_stats --
--- Queued runs by queue and priority, with the oldest queued time.
-SELECT queue, priority_rank, count(*) AS n, min(created) AS oldest FROM runs
-WHERE state = 'queued'
-GROUP BY queue, priority_rank;
+-- Queued runs by queue and priority from the counters; the oldest queued time of each is one
+-- seek of runs_queued_idx.
+SELECT c.queue, c.priority_rank, c.n, (
+    SELECT min(created) FROM runs
+    WHERE state = 'queued' AND queue = c.queue AND priority_rank = c.priority_rank
+) AS oldest
+FROM (
+    SELECT queue, priority_rank, sum(n)::bigint AS n FROM run_counts WHERE state = 'queued'
+    GROUP BY queue, priority_rank HAVING sum(n) > 0
+) AS c;
 
 -- put_schedule --
 WITH upsert AS (

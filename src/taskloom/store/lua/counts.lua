@@ -1,0 +1,2 @@
+-- ARGV: P. Returns the flat run counters: field, count, ... (see counters()).
+return counters()
