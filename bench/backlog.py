@@ -8,8 +8,18 @@ not timed); then each call below is timed 20 times and its median printed in ms:
   cost of finding nothing), `runs(limit=100)` (newest first);
 - `queue_length()`;
 - `GET /api/stats` through the FastAPI app, in-process over httpx's ASGI transport;
+- `counts()` (the maintained counters) and `queues()` (depth and oldest per queue);
 - drain: the store's own claim (batches of 50) and finish (success records) for 5,000 runs
   (all of them when N is smaller), in runs/s. No worker process: this is the store's cost.
+Then a second fresh store gets N finished runs (records as a worker leaves them: result, one
+attempt, end, worker, metrics), written in bulk, and:
+- bytes per finished run: what the store grew by, indexes and counters included, over N
+  (SQLite: used pages after a checkpoint; PostgreSQL: `pg_total_relation_size` of runs and
+  run_counts; Redis: `used_memory`);
+- `runs(state="success", limit=100)` and `GET /api/stats` over that store;
+- purge of all N in the store's batches of 500 while another task claims and finishes one
+  queued run at a time: purge runs/s, the longest purge batch, and the longest claim+finish
+  seen meanwhile (what purging costs the workers).
 With `--vacuum`, PostgreSQL's runs table is vacuumed and analysed after the bulk queue, as
 autovacuum does on a server that has it on (this machine's has it off). One table per store,
 one column per N. No peers: the figure to read is how a column compares
@@ -37,7 +47,8 @@ import httpx  # noqa: E402
 
 from taskloom import TaskManager, task  # noqa: E402
 from taskloom.api import create_app  # noqa: E402
-from taskloom.run import TaskState  # noqa: E402
+from taskloom.run import Attempt, TaskRun, TaskState  # noqa: E402
+from taskloom.store.base import dt  # noqa: E402
 
 URLS = {
     "sqlite": "sqlite:///{dir}/backlog-{tag}.db",
@@ -48,6 +59,7 @@ URLS = {
 REPEAT = 20
 DRAIN = 5_000
 BATCH = 1_000
+PURGE_BATCH = 500  # what the retention sweeper asks for per store call
 
 
 @task()
@@ -122,7 +134,123 @@ async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, fl
                 (await client.get("/api/stats", headers=headers)).raise_for_status()
 
             out["GET /api/stats ms"] = await _median_ms(stats)
+        out["counts() ms"] = await _median_ms(manager.store.counts)
+        out["queues() ms"] = await _median_ms(manager.queues)
         out["drain runs/s"] = await _drain(manager, min(n, DRAIN))
+    finally:
+        await manager.store.drop()
+        await manager.store.close()
+    out.update(await measure_finished(kind, n, workdir))
+    return out
+
+
+def _finished_run(i: int, t0: float) -> TaskRun:
+    """A no-op run as a worker leaves it finished."""
+    start, end = dt(t0 + i * 1e-4), dt(t0 + i * 1e-4 + 5e-5)
+    return TaskRun(
+        task="noop",
+        params={"i": i},
+        state=TaskState.success,
+        queued=start,
+        start=start,
+        end=end,
+        result=i,
+        worker="worker-1",
+        metrics={"elapsed": 5.0175e-05},
+        attempts=[
+            Attempt(attempt=0, state=TaskState.success, start=start, end=end, worker="worker-1")
+        ],
+    )
+
+
+async def _store_bytes(kind: str, manager: TaskManager) -> float:
+    """How much the store holds now, by the measure of its kind (see the module doc)."""
+    store: Any = manager.store
+    if kind == "sqlite":
+
+        def used(conn: Any) -> int:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            return int((pages - free) * size)
+
+        return float(await store._run(used))
+    if kind == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(store._dsn)
+        try:
+            return float(
+                await conn.fetchval(
+                    f"SELECT pg_total_relation_size('{store._ident}.runs')"
+                    f" + pg_total_relation_size('{store._ident}.run_counts')"
+                )
+            )
+        finally:
+            await conn.close()
+    info = await store._redis.info("memory")
+    return float(info["used_memory"])
+
+
+async def _claim_loop(manager: TaskManager, stop: asyncio.Event) -> float:
+    """Claim and finish one queued run at a time until `stop`; the longest round in ms."""
+    store = manager.store
+    longest = 0.0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await store.enqueue([TaskRun(task="noop", state=TaskState.queued, queue="bench")])
+        leases = await store.claim("bench", ["bench"], 1, 30.0, time.time())
+        for lease in leases:
+            done = lease.run.record()
+            done.state = TaskState.success
+            await store.finish([(lease, done)])
+        longest = max(longest, time.perf_counter() - t0)
+        await asyncio.sleep(0.005)
+    return longest * 1000
+
+
+async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
+    """Bytes per finished run, listings over finished runs, and purge under claims."""
+    url = URLS[kind].format(dir=workdir, tag=uuid.uuid4().hex[:8])
+    manager = TaskManager(url, tasks=[noop])
+    await manager.store.connect()
+    out: dict[str, float] = {}
+    try:
+        await manager.store.enqueue([TaskRun(task="noop", state=TaskState.queued, queue="warm")])
+        before = await _store_bytes(kind, manager)
+        t0 = time.time() - 86_400
+        for start in range(0, n, BATCH):
+            runs = [_finished_run(i, t0) for i in range(start, min(n, start + BATCH))]
+            await manager.store.enqueue(runs)
+        out["bytes/finished run"] = (await _store_bytes(kind, manager) - before) / n
+        out["runs(state=success) ms"] = await _median_ms(lambda: manager.runs(state="success"))
+        app = create_app(manager, token="bench")
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": "Bearer bench"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+
+            async def stats() -> None:
+                (await client.get("/api/stats", headers=headers)).raise_for_status()
+
+            out["finished: /api/stats ms"] = await _median_ms(stats)
+        stop = asyncio.Event()
+        claims = asyncio.create_task(_claim_loop(manager, stop))
+        purged, longest, began = 0, 0.0, time.perf_counter()
+        while True:
+            b0 = time.perf_counter()
+            gone = await manager.store.purge(time.time() - 3600, limit=PURGE_BATCH)
+            longest = max(longest, time.perf_counter() - b0)
+            purged += gone
+            if gone == 0:
+                break
+            await asyncio.sleep(0)  # the claimer gets its turn between batches
+        elapsed = time.perf_counter() - began
+        stop.set()
+        out["purge runs/s"] = purged / elapsed
+        out["purge batch max ms"] = longest * 1000
+        out["claim during purge max ms"] = await claims
+        assert purged == n, (purged, n)
     finally:
         await manager.store.drop()
         await manager.store.close()
