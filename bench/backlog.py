@@ -59,7 +59,7 @@ URLS = {
 REPEAT = 20
 DRAIN = 5_000
 BATCH = 1_000
-PURGE_BATCH = 500  # what the retention sweeper asks for per store call
+from taskloom.retention import PURGE_BATCH  # noqa: E402  (what the sweeper asks for per call)
 
 
 @task()

@@ -28,9 +28,10 @@ log = logging.getLogger("taskloom.retention")
 
 DEFAULT_RETENTION = timedelta(days=7)
 SWEEP_INTERVAL = 60.0  # seconds between background sweeps, fleet-wide
-PURGE_BATCH = 500  # runs (not counting their children) per store call
-BATCHES_PER_SWEEP = 20  # the rest waits for the next sweep
-BATCH_PAUSE = 0.05  # seconds between batches: other clients get the store in between
+PURGE_BATCH = 100  # runs (not counting their children) per store call: ~2 ms of store lock each
+# up to 100,000 runs a sweep (1,667 runs/s of steady throughput); the rest waits for the next
+BATCHES_PER_SWEEP = 1000
+BATCH_PAUSE = 0.01  # seconds between batches: other clients get the store in between
 LOCK_NAME = "retention-sweep"
 
 Retention = timedelta | float | None

@@ -42,7 +42,7 @@ from .base import (
     ts,
 )  # fmt: skip
 from .postgres_control import PostgresControl
-from .records import claimed, decode_or_stand_in, decode_run
+from .records import claimed, decode_or_stand_in, decode_run, encode_run
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -135,8 +135,7 @@ def _dying(exc: BaseException) -> bool:
 
 # -- rows -----------------------------------------------------------------------------------------
 def _json(run: TaskRun) -> str:
-    # Same JSON as orjson.dumps(run.model_dump(mode="json")), about 1.5x faster.
-    return run.model_dump_json()
+    return encode_run(run)
 
 
 def _load(data: str, run_id: str) -> TaskRun:

@@ -48,7 +48,7 @@ from .base import (
     ts,
 )  # fmt: skip
 from .gate import StartGate
-from .records import claimed, decode_or_stand_in, decode_run, unreadable_run
+from .records import claimed, decode_or_stand_in, decode_run, encode_run, unreadable_run
 from .sqlite_control import (
     SQLiteControl,
     claim_gated,
@@ -283,7 +283,7 @@ def _record(run: TaskRun) -> tuple[Any, ...]:
         run.task, run.state.value, run.queue, run.priority.rank,
         ts(run.execute_after) or ts(run.queued) or 0.0, ts(run.execute_after), run.dedup_key,
         run.worker, run.parent_id, run.root_run_id, ts(run.queued or run.start), ts(run.end),
-        run.model_dump_json(),  # one pydantic-core call; same JSON as dump + orjson
+        encode_run(run),
     )  # fmt: skip
 
 
