@@ -141,39 +141,10 @@ def _json_time(seconds: float) -> bytes:
 _FIELD_NAMES: dict[str, bytes] = {name: name.encode() for name in TaskRun.model_fields}
 
 
-_OPTIONAL_IN_HASH = (
-    "parent_id", "dedup_key", "progress", "progress_note", "execute_after", "error"
-)  # fmt: skip
-
-
-def _redis_exclusions(run: TaskRun) -> set[str]:
-    """What a record's hash leaves out: the compact set, and the empty fields the scripts read
-    with HMGET/HGET, where a missing field and a JSON null mean the same. Every field left out
-    is one hash entry less (each costs ~50 bytes once a record outgrows Redis's compact
-    encoding)."""
-    out = compact_exclusions(run)
-    for name in _OPTIONAL_IN_HASH:
-        if getattr(run, name) is None:
-            out.add(name)
-    if not run.tags:
-        out.add("tags")
-    return out
-
-
-_OPTIONAL_IN_HASH = (
-    "parent_id",
-    "dedup_key",
-    "progress",
-    "progress_note",
-    "execute_after",
-    "error",
-)
-
-
 def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     """ARGV items for one run: id, dedup key or "", and its fields packed for the scripts'
     write(): name, JSON value, name, ... joined by byte 31."""
-    values = run.model_dump(mode="json", exclude=_redis_exclusions(run))
+    values = run.model_dump(mode="json", exclude=compact_exclusions(run))
     # zip/map/chain keep the per-field loop in C: this runs once per queued or finished run
     names = map(_FIELD_NAMES.__getitem__, values)
     parts = list(chain.from_iterable(zip(names, map(orjson.dumps, values.values()), strict=True)))

@@ -282,7 +282,8 @@ def _record(run: TaskRun) -> tuple[Any, ...]:
     return (
         run.task, run.state.value, run.queue, run.priority.rank,
         ts(run.execute_after) or ts(run.queued) or 0.0, ts(run.execute_after), run.dedup_key,
-        run.worker, run.parent_id, run.root_run_id, ts(run.queued or run.start), ts(run.end),
+        run.worker, run.parent_id, None if run.root_run_id == run.id else run.root_run_id,
+        ts(run.queued or run.start), ts(run.end),
         encode_run(run),
     )  # fmt: skip
 
@@ -308,11 +309,14 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
     params: list[Any] = []
     for column, value in (
         ("task", q.task), ("state", q.state), ("queue", q.queue),
-        ("parent_id", q.parent_id), ("root_run_id", q.root_run_id),
+        ("parent_id", q.parent_id),
     ):  # fmt: skip
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(str(value))
+    if q.root_run_id is not None:  # the root itself keeps its column NULL (see runs_root)
+        clauses.append("(root_run_id = ? OR id = ?)")
+        params += [q.root_run_id, q.root_run_id]
     for clause, bound in (
         ("id < ?", q.cursor),
         ("created >= ?", ts(q.since)),

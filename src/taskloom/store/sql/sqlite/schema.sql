@@ -25,7 +25,7 @@ CREATE TABLE runs (
     lease_expires REAL,
     worker        TEXT,
     parent_id     TEXT,
-    root_run_id   TEXT,
+    root_run_id   TEXT,              -- NULL for a root run (its own root)
     created       REAL,              -- queued, else start: what since/before filter on
     ended         REAL,
     data          TEXT NOT NULL
@@ -48,7 +48,8 @@ CREATE INDEX runs_state ON runs (state, id);
 CREATE INDEX runs_queue ON runs (queue, id);
 CREATE INDEX runs_created ON runs (created);
 CREATE INDEX runs_parent ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
-CREATE INDEX runs_root ON runs (root_run_id, id);
+-- A root run's root_run_id column is NULL (it is its own root): the index holds children only.
+CREATE INDEX runs_root ON runs (root_run_id, id) WHERE root_run_id IS NOT NULL;
 -- Retention sweeps: finished runs by end time.
 CREATE INDEX runs_ended ON runs (ended)
     WHERE state IN ('success', 'failure', 'aborted', 'rate_limited');
