@@ -177,10 +177,14 @@ async def test_postgres_counts_and_claim_use_an_index(pg: Any) -> None:
         ("counts", queries["counts"], ()),
         ("queue_stats", queries["queue_stats"], ()),
         ("reclaim", queries["reclaim"], (1.0, "x", "ch")),
+        ("purge", queries["purge"], (1e12, None, [], None, 100)),
     ]
     for name, sql, args in checks:
         plan = await _pg_plan(pg, sql, *args)
         assert "Seq Scan on runs" not in plan, f"{name}:\n{plan}"
+        if name == "purge":  # oldest first by end, each root's family by its root alone
+            assert "runs_ended_idx" in plan and "runs_root_idx" in plan, plan
+            assert "runs_state_idx" not in plan, plan
     # the claim's candidate scan (inside claim_runs) walks the partial index of queued runs
     plan = await _pg_plan(
         pg,

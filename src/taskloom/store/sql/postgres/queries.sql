@@ -232,12 +232,19 @@ WITH picked AS (
       AND ($2::text IS NULL OR task = $2)
       AND NOT (task = ANY($3::text[]))
       AND ($4::text IS NULL OR state = $4)
+    -- oldest first, which walks runs_ended_idx: without an order the planner may scan the
+    -- heap from its start, through every row earlier batches deleted (quadratic in a backlog)
+    ORDER BY ended
     LIMIT $5::bigint
     FOR UPDATE SKIP LOCKED
 ), family AS (
     SELECT id FROM picked
     UNION
-    SELECT r.id FROM runs AS r JOIN picked AS p ON r.root_run_id = p.id
+    -- each root's runs through runs_root_idx alone (OFFSET 0 keeps the subquery apart): joined
+    -- plainly, the planner may AND in the state index, which holds every finished run
+    SELECT r.id FROM picked AS p CROSS JOIN LATERAL (
+        SELECT id, state FROM runs WHERE root_run_id = p.id OFFSET 0
+    ) AS r
     WHERE p.parent_id IS NULL AND r.state IN ('success', 'failure', 'aborted', 'rate_limited')
 ), logs AS (
     DELETE FROM kv WHERE key IN (SELECT 'runlog:' || id FROM family)
