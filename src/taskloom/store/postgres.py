@@ -176,7 +176,8 @@ class _Columns:
     def of(cls, run: TaskRun) -> _Columns:
         return cls(
             run.id, run.task, run.state.value, run.queue, run.priority.rank, _due(run),
-            ts(run.execute_after), run.dedup_key, run.worker, run.parent_id, run.root_run_id,
+            ts(run.execute_after), run.dedup_key, run.worker, run.parent_id,
+            None if run.root_run_id == run.id else run.root_run_id,  # see runs_root_idx
             ts(run.queued or run.start), ts(run.end), _json(run),
         )  # fmt: skip
 
@@ -780,8 +781,8 @@ def _query_sql(q: RunQuery) -> tuple[str, list[Any]]:
         add("queue = ?", q.queue)
     if q.parent_id is not None:
         add("parent_id = ?", q.parent_id)
-    if q.root_run_id is not None:
-        add("root_run_id = ?", q.root_run_id)
+    if q.root_run_id is not None:  # the root itself keeps its column NULL (runs_root_idx)
+        add("(root_run_id = ? OR id = ?)", q.root_run_id)
     if q.cursor is not None:
         add("id < ?", q.cursor)
     if q.since is not None:

@@ -26,7 +26,7 @@ CREATE TABLE runs (
     lease_expires DOUBLE PRECISION,
     worker TEXT,
     parent_id TEXT,
-    root_run_id TEXT,
+    root_run_id TEXT,                     -- NULL for a root run (its own root)
     created DOUBLE PRECISION,             -- queued, else start: what since/before filter on
     ended DOUBLE PRECISION,
     tags TEXT[] NOT NULL DEFAULT '{}',
@@ -39,8 +39,19 @@ CREATE TABLE runs (
     autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_insert_scale_factor = 0.05,
     autovacuum_analyze_scale_factor = 0.02,
-    autovacuum_vacuum_cost_delay = 1
+    autovacuum_vacuum_cost_delay = 1,
+    -- a row past 2 KB has its record compressed in line, toward 128 bytes (see below)
+    toast_tuple_target = 128
 );
+-- MAIN: a large record is compressed in line and moved out to the TOAST table only if the
+-- row cannot fit a page; lz4 where the server has it.
+ALTER TABLE runs ALTER COLUMN data SET STORAGE MAIN;
+DO $$
+BEGIN
+    ALTER TABLE runs ALTER COLUMN data SET COMPRESSION lz4;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'lz4 unavailable, records stay compressed with pglz: %', SQLERRM;
+END $$;
 
 -- Claims walk this in order and stop after LIMIT rows.
 CREATE INDEX runs_claim_idx ON runs (priority_rank, due, id) WHERE state = 'queued';
@@ -59,7 +70,8 @@ CREATE INDEX runs_queue_idx ON runs (queue, id);
 CREATE INDEX runs_created_idx ON runs (created);
 CREATE INDEX runs_tags_idx ON runs USING gin (tags);
 CREATE INDEX runs_parent_idx ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
-CREATE INDEX runs_root_idx ON runs (root_run_id, id);
+-- children only: a root run's root_run_id column is NULL
+CREATE INDEX runs_root_idx ON runs (root_run_id, id) WHERE root_run_id IS NOT NULL;
 -- Retention sweeps: finished runs by end time.
 CREATE INDEX runs_ended_idx ON runs (ended)
     WHERE state IN ('success', 'failure', 'aborted', 'rate_limited');
