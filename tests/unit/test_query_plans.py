@@ -94,7 +94,9 @@ def test_sqlite_listing_uses_an_index(
     assert not _full_scan(plan), f"{name}: {plan}"
     assert "INDEX" in plan, f"{name}: {plan}"
     bounded = q.since is not None and q.before is not None
-    if q.state or q.task or q.queue or q.parent_id or q.root_run_id or q.cursor or bounded:
+    if q.tags:  # the tag's rows of run_tags lead, newest first
+        assert "SEARCH t USING PRIMARY KEY (tag=?" in plan, f"{name}: {plan}"
+    elif q.state or q.task or q.queue or q.parent_id or q.root_run_id or q.cursor or bounded:
         assert "SEARCH runs USING INDEX" in plan, f"{name} seeks no index: {plan}"
 
 

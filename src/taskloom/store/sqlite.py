@@ -304,7 +304,8 @@ def _held(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[str, 
 
 
 def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
-    """SELECT for a RunQuery: only the filters it sets, newest first."""
+    """SELECT for a RunQuery: only the filters it sets, newest first. With tags, the first
+    tag's rows of `run_tags` lead, walked (tag, id) newest first."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -312,28 +313,32 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
         ("parent_id", q.parent_id),
     ):  # fmt: skip
         if value is not None:
-            clauses.append(f"{column} = ?")
+            clauses.append(f"runs.{column} = ?")
             params.append(str(value))
     if q.root_run_id is not None:  # the root itself keeps its column NULL (see runs_root)
-        clauses.append("(root_run_id = ? OR id = ?)")
+        clauses.append("(runs.root_run_id = ? OR runs.id = ?)")
         params += [q.root_run_id, q.root_run_id]
+    order = "runs.id"
+    source = "runs"
+    if q.tags:
+        source = "run_tags AS t JOIN runs ON runs.id = t.id"
+        order = "t.id"
+        clauses.append("t.tag = ?")
+        params.append(q.tags[0])
+        for tag in q.tags[1:]:
+            clauses.append("EXISTS (SELECT 1 FROM run_tags WHERE tag = ? AND id = runs.id)")
+            params.append(tag)
     for clause, bound in (
-        ("id < ?", q.cursor),
-        ("created >= ?", ts(q.since)),
-        ("created < ?", ts(q.before)),
+        (f"{order} < ?", q.cursor),
+        ("runs.created >= ?", ts(q.since)),
+        ("runs.created < ?", ts(q.before)),
     ):
         if bound is not None:
             clauses.append(clause)
             params.append(bound)
-    for tag in q.tags:  # in SQL, so LIMIT and the cursor page over matching runs only
-        clauses.append(
-            "json_valid(runs.data) AND"
-            " EXISTS (SELECT 1 FROM json_each(runs.data, '$.tags') WHERE value = ?)"
-        )
-        params.append(tag)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     params.append(q.limit)
-    return f"SELECT id, data FROM runs {where} ORDER BY id DESC LIMIT ?", params
+    return f"SELECT runs.id, runs.data FROM {source} {where} ORDER BY {order} DESC LIMIT ?", params
 
 
 # -- the store ---------------------------------------------------------------------------------
