@@ -757,3 +757,37 @@ async def test_counts_match_a_full_count_after_a_random_mix_of_operations(store:
     await _assert_counts_exact(store)
     await store.purge(now + 1)
     await _assert_counts_exact(store)
+
+
+async def test_listings_page_newest_first_across_queues_tags_and_saves(store: Store) -> None:
+    runs = [
+        finished("t", TaskState.success, T0 + i, queue=f"q{i % 3}", tags=["odd"] if i % 2 else [])
+        for i in range(9)
+    ]
+    for run in runs:
+        await store.save(run)
+    newest = sorted((r.id for r in runs), reverse=True)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.query(RunQuery(limit=2, cursor=cursor))
+        if not page:
+            break
+        seen += [r.id for r in page]
+        cursor = page[-1].id
+    assert seen == newest
+    odd = [r.id for r in runs if r.tags]
+    assert [r.id for r in await store.query(RunQuery(tags=("odd",)))] == sorted(odd, reverse=True)
+    page = await store.query(RunQuery(tags=("odd",), limit=2, cursor=sorted(odd)[-1]))
+    assert [r.id for r in page] == sorted(odd, reverse=True)[1:3]
+    # a record saved with other tags leaves the old tag's listing and joins the new one's
+    moved = runs[1].model_copy(update={"tags": ["even-now"]})
+    await store.save(moved)
+    assert moved.id not in {r.id for r in await store.query(RunQuery(tags=("odd",)))}
+    assert [r.id for r in await store.query(RunQuery(tags=("even-now",)))] == [moved.id]
+    assert [r.id for r in await store.query(RunQuery(queue="q1"))] == sorted(
+        (r.id for r in runs if r.queue == "q1"), reverse=True
+    )
+    await store.purge(T0 + 100)
+    assert await store.query(RunQuery(tags=("odd",))) == []
+    assert await store.query(RunQuery()) == []

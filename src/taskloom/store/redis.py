@@ -106,6 +106,7 @@ SCRIPT_NAMES = (
     "load",
     "page",
     "counts",
+    "migrate",
     "queue_stats",
     "purge",
     "acquire_slot",
@@ -393,11 +394,17 @@ class RedisStore(RedisControl):
     async def connect(self) -> None:
         """Check the server answers and start the event listener (once)."""
         await self.ping()
+        await self._migrate()
         if self._listener is None or self._listener.done():
             self._closing = False
             self._listener = asyncio.create_task(
                 self._listen(), name=f"taskloom-redis-events:{self.prefix}"
             )
+
+    async def _migrate(self) -> None:
+        """Bring keys written by an older taskloom to this layout, in short script calls."""
+        while await self._run("migrate", [RECLAIM_BATCH]):
+            pass
 
     async def close(self) -> None:
         """Stop the listener and close the connections."""
@@ -573,17 +580,21 @@ class RedisStore(RedisControl):
             index = f"idx:parent_id:{q.parent_id}"
         elif q.root_run_id is not None:
             index = f"idx:root_run_id:{q.root_run_id}"
+        elif q.tags:
+            index = f"tag:{q.tags[0]}"
         elif q.task is not None:
             index = f"idx:task:{q.task}"
         elif q.state is not None:
             index = f"idx:state:{q.state.value}"
+        elif q.queue is not None:
+            index = f"idx:queue:{q.queue}"
         else:
-            index = "runs"
+            index = "*"  # every queue's index, merged by page.lua
         bound = "+" if q.cursor is None else "(" + q.cursor
         chunk = min(max(q.limit, 100), 1000)
         out: list[TaskRun] = []
         while len(out) < q.limit:
-            reply = await self._run("page", [index, bound, chunk])
+            reply = await self._run("page", [bound, chunk, index])
             for i in range(0, len(reply), 2):
                 if reply[i + 1] is not None:
                     run = decode_or_stand_in(reply[i + 1], reply[i].decode())

@@ -2,7 +2,9 @@
 local P = ARGV[1]
 local ACTIVE = {init = true, queued = true, running = true}
 local DONE = {success = true, failure = true, aborted = true, rate_limited = true}
-local IDX = {'task', 'state', 'parent_id', 'root_run_id'}
+-- Indexes: zset idx:<field>:<value> of run ids (score 0, newest first by lex order). Every run
+-- has one queue, so the idx:queue:* zsets (their names in set P..'qnames') hold every run.
+local IDX = {'task', 'state', 'parent_id', 'root_run_id', 'queue'}
 
 -- A JSON string field as a Lua string; nil for null or a missing field.
 local function jstr(v)
@@ -27,11 +29,11 @@ end
 -- What the indexes of a run are keyed on (nil if the run does not exist).
 local function view(key)
   local f = redis.call('HMGET', key, 'state', 'task', 'parent_id', 'root_run_id', 'queue',
-                       '_score', '_after', '_end', 'priority')
+                       '_score', '_after', '_end', 'priority', 'tags')
   if not f[1] then return nil end
   return {state = jstr(f[1]), task = jstr(f[2]), parent_id = jstr(f[3]),
           root_run_id = jstr(f[4]), queue = jstr(f[5]), score = f[6], after = f[7],
-          ended = f[8], priority = jstr(f[9])}
+          ended = f[8], priority = jstr(f[9]), tags = f[10] or '[]'}
 end
 
 -- The field of hash P..'counts' that counts the runs like view `v`: task US queue US state
@@ -47,8 +49,19 @@ local function reindex(id, old, new)
     if before then redis.call('HINCRBY', P .. 'counts', before, -1) end
     if after then redis.call('HINCRBY', P .. 'counts', after, 1) end
   end
-  if new and not old then redis.call('ZADD', P .. 'runs', 0, id) end
-  if old and not new then redis.call('ZREM', P .. 'runs', id) end
+  if new and (not old or old.queue ~= new.queue) then
+    redis.call('SADD', P .. 'qnames', new.queue)
+  end
+  if old and (old.tags ~= (new and new.tags or '[]')) then
+    for _, t in ipairs(cjson.decode(old.tags)) do
+      if type(t) == 'string' then redis.call('ZREM', P .. 'tag:' .. t, id) end
+    end
+  end
+  if new and new.tags ~= '[]' and (not old or old.tags ~= new.tags) then
+    for _, t in ipairs(cjson.decode(new.tags)) do
+      if type(t) == 'string' then redis.call('ZADD', P .. 'tag:' .. t, 0, id) end
+    end
+  end
   for _, f in ipairs(IDX) do
     local a, b = old and old[f], new and new[f]
     if f == 'root_run_id' then  -- a root run is its own root: not indexed (saves a key per run)
@@ -124,9 +137,13 @@ end
 local function counters()
   if redis.call('EXISTS', P .. 'counts:v1') == 0 then
     redis.call('DEL', P .. 'counts')
-    for _, id in ipairs(redis.call('ZRANGE', P .. 'runs', 0, -1)) do
-      local v = view(P .. 'run:' .. id)
-      if v then redis.call('HINCRBY', P .. 'counts', count_field(v), 1) end
+    local keys = {P .. 'runs'}  -- what migrate.lua has not moved yet (disjoint from the rest)
+    for _, q in ipairs(redis.call('SMEMBERS', P .. 'qnames')) do keys[#keys + 1] = P .. 'idx:queue:' .. q end
+    for _, k in ipairs(keys) do
+      for _, id in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+        local v = view(P .. 'run:' .. id)
+        if v then redis.call('HINCRBY', P .. 'counts', count_field(v), 1) end
+      end
     end
     redis.call('SET', P .. 'counts:v1', '1')
   end
