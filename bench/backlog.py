@@ -9,8 +9,9 @@ not timed); then each call below is timed 20 times and its median printed in ms:
 - `queue_length()`;
 - `GET /api/stats` through the FastAPI app, in-process over httpx's ASGI transport;
 - `counts()` (the maintained counters) and `queues()` (depth and oldest per queue);
-- drain: the store's own claim (batches of 50) and finish (success records) for 5,000 runs
-  (all of them when N is smaller), in runs/s. No worker process: this is the store's cost.
+- drain: the store's own claim (batches of 50) and finish (success records), in runs/s, at a
+  steady backlog: 5 timed rounds of draining 1,000 runs (N when smaller), each followed by
+  queueing as many again (not timed). No worker process: this is the store's cost.
 Then a second fresh store gets N finished runs (records as a worker leaves them: result, one
 attempt, end, worker, metrics), written in bulk, and:
 - bytes per finished run: what the store grew by, indexes and counters included, over N
@@ -57,7 +58,8 @@ URLS = {
     + "?schema=backlog_{tag}",
 }
 REPEAT = 20
-DRAIN = 5_000
+DRAIN_ROUND = 1_000  # runs drained per timed round
+DRAIN_ROUNDS = 5
 BATCH = 1_000
 from taskloom.retention import PURGE_BATCH  # noqa: E402  (what the sweeper asks for per call)
 
@@ -78,24 +80,32 @@ async def _median_ms(call: Callable[[], Awaitable[Any]]) -> float:
     return statistics.median(times) * 1000
 
 
-async def _drain(manager: TaskManager, count: int) -> float:
+async def _drain(manager: TaskManager, n: int) -> float:
+    """Claim + finish rate at a steady backlog of `n`: DRAIN_ROUNDS rounds, each timing the
+    drain of min(n, DRAIN_ROUND) runs, then (untimed) queueing as many again."""
     store = manager.store
-    done = 0
-    t0 = time.perf_counter()
-    while done < count:
-        now = time.time()
-        leases = await store.claim("bench", None, min(50, count - done), 30.0, now)
-        if not leases:
-            break
-        finished = []
-        for lease in leases:
-            run = lease.run.record()
-            run.state = TaskState.success
-            run.result = 0
-            finished.append((lease, run))
-        await store.finish(finished)
-        done += len(leases)
-    return done / (time.perf_counter() - t0)
+    per = min(n, DRAIN_ROUND)
+    done, spent = 0, 0.0
+    for _ in range(DRAIN_ROUNDS):
+        t0 = time.perf_counter()
+        taken = 0
+        while taken < per:
+            now = time.time()
+            leases = await store.claim("bench", None, min(50, per - taken), 30.0, now)
+            if not leases:
+                break
+            finished = []
+            for lease in leases:
+                run = lease.run.record()
+                run.state = TaskState.success
+                run.result = 0
+                finished.append((lease, run))
+            await store.finish(finished)
+            taken += len(leases)
+        spent += time.perf_counter() - t0
+        done += taken
+        await manager.queue_many(noop, [{"i": i} for i in range(taken)])
+    return done / spent
 
 
 async def _vacuum(manager: TaskManager) -> None:
@@ -136,7 +146,7 @@ async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, fl
             out["GET /api/stats ms"] = await _median_ms(stats)
         out["counts() ms"] = await _median_ms(manager.store.counts)
         out["queues() ms"] = await _median_ms(manager.queues)
-        out["drain runs/s"] = await _drain(manager, min(n, DRAIN))
+        out["drain runs/s"] = await _drain(manager, n)
     finally:
         await manager.store.drop()
         await manager.store.close()
