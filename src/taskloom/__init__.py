@@ -41,6 +41,7 @@ from .ratelimit import RateLimit
 from .run import TaskPriority, TaskRun, TaskState, current_run, is_in_cpu_process
 from .scheduler import TaskScheduler
 from .schedules import CronTab, Every, Schedule, crontab, every
+from .store.base import RunCount
 from .task import Task, TaskEnvironment, TaskInfo, task
 from .template import Documentation, ReusePolicy, SerializationSettings
 
@@ -70,6 +71,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "ReusePolicy",
+    "RunCount",
     "RunHooks",
     "RunNotFoundError",
     "Schedule",

@@ -30,6 +30,7 @@ from .runlog import RunLogCapture, log_sources, read_run_logs
 from .secret_inputs import SecretBox
 from .serializers import SerializerName, get_serializer
 from .store import RunQuery, Store, WorkerInfo, open_store
+from .store.base import RunCount
 from .stored_schedules import ScheduleInfo
 from .task import Task, TaskFactory, make_task, task_factory
 
@@ -449,6 +450,12 @@ class TaskManager:
         """Queued runs by priority."""
         store = await self._ready()
         return await store.queue_length(queue)
+
+    async def counts(self) -> list[RunCount]:
+        """Runs the store holds, by task, queue, state and priority: exact, and read from
+        counters the store keeps with every change (one small read at any size)."""
+        store = await self._ready()
+        return await store.counts()
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose last heartbeat has not expired."""

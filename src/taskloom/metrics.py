@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import StoreUnavailableError, TaskFailedError, missing_extra
 from .hooks import RunHooks
 from .run import TaskPriority, TaskRun, TaskState
+from .store.base import queued_by_priority
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -56,6 +57,7 @@ class StoreSnapshot:
     depth: Mapping[str, Mapping[TaskPriority, int]] = field(default_factory=dict)
     lag: Mapping[str, float] = field(default_factory=dict)  # queue -> oldest queued run's age
     queued: Mapping[TaskPriority, int] = field(default_factory=dict)
+    stored: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (task, state) -> runs
     workers: Sequence[tuple[str, float, int | None]] = ()  # (worker, last beat, active runs)
 
 
@@ -100,6 +102,15 @@ class _SnapshotCollector:
         for priority, count in snap.queued.items():
             queued.add_metric([priority.value], float(count))
         yield queued
+        stored = GaugeMetricFamily(
+            f"{ns}_runs",
+            "Runs the store holds, by task and state (its maintained counters; purged runs "
+            "leave them).",
+            labels=["task", "state"],
+        )
+        for (task, state), count in sorted(snap.stored.items()):
+            stored.add_metric([task, state], float(count))
+        yield stored
         workers = GaugeMetricFamily(f"{ns}_workers", "Workers whose heartbeat has not expired.")
         workers.add_metric([], float(len(snap.workers)))
         yield workers
@@ -216,17 +227,24 @@ class PrometheusHooks(RunHooks):
             lag: dict[str, float] = {}
             for q in self.report_queues(manager):
                 info = infos.get(q)
-                counts = {} if info is None else info.depth
-                depth[q] = {p: counts.get(p.value, 0) for p in TaskPriority}
+                by_priority = {} if info is None else info.depth
+                depth[q] = {p: by_priority.get(p.value, 0) for p in TaskPriority}
                 lag[q] = 0.0 if info is None else info.oldest_queued_age or 0.0
-            queued = await manager.queue_length(None)
+            counts = await manager.counts()  # also the totals: one small read
             live = await manager.workers()
         except StoreUnavailableError as exc:
             log.warning("metrics scrape: store unavailable: %s", exc)
             snap = StoreSnapshot(up=False)
         else:
             workers = [(w.worker, w.last_seen, _active(w.info)) for w in live]
-            snap = StoreSnapshot(up=True, depth=depth, lag=lag, queued=queued, workers=workers)
+            stored: dict[tuple[str, str], int] = {}
+            for c in counts:
+                key = (c.task, c.state.value)
+                stored[key] = stored.get(key, 0) + c.n
+            snap = StoreSnapshot(
+                up=True, depth=depth, lag=lag, queued=queued_by_priority(counts, None),
+                stored=stored, workers=workers,
+            )  # fmt: skip
         # One assignment after every await: a concurrent scrape sees one snapshot or the other.
         self.snapshot = snap
         return snap

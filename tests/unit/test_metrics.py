@@ -83,6 +83,8 @@ async def test_gauges_are_read_from_the_store_on_scrape() -> None:
     assert 'taskloom_queue_depth{priority="high",queue="default"} 1.0' in text
     assert 'taskloom_queue_depth{priority="high",queue="other"} 1.0' in text
     assert 'taskloom_queued_runs{priority="high"} 2.0' in text
+    assert 'taskloom_runs{state="queued",task="ok"} 2.0' in text
+    assert 'taskloom_runs{state="queued",task="elsewhere"} 1.0' in text
     assert "taskloom_workers 1.0" in text
     beat = hooks.registry.get_sample_value(
         "taskloom_worker_heartbeat_timestamp_seconds", {"worker": "w-1"}

@@ -44,8 +44,7 @@ def router(ctx: ApiContext, guard: Callable[..., Awaitable[None]]) -> APIRouter:
     async def stats() -> StatsOut:
         """Exact state counts per task and queued runs by priority, read from the store's
         maintained counters: one small read, whatever the number of runs stored."""
-        store = await ctx.store()
-        return count_states(await store.counts(), sorted(manager.tasks))
+        return count_states(await manager.counts(), sorted(manager.tasks))
 
     @api.get(
         "/api/workers", response_model=list[WorkerOut], dependencies=guarded, summary="Workers"
