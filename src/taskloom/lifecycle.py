@@ -38,6 +38,8 @@ class RunLifecycle:
         self._env: AttemptEnv | None = None
         # the children a parent starts in one loop turn share one store write
         self._children: TurnBatch[TaskRun, TaskRun] = TurnBatch(self._write_children)
+        # and the final records of the runs that end in one turn (gathered children) share one
+        self._ended: TurnBatch[TaskRun, None] = TurnBatch(self._write_ended)
 
     @property
     def env(self) -> AttemptEnv:
@@ -165,6 +167,11 @@ class RunLifecycle:
     async def _write_children(self, runs: list[TaskRun]) -> list[TaskRun]:
         return await self.manager.store.enqueue(runs)
 
+    async def _write_ended(self, runs: list[TaskRun]) -> list[None]:
+        # each caller waits on its add() until this is written: no run changes meanwhile
+        await self.manager.store.save_many(runs)
+        return [None] * len(runs)
+
     async def reopen(self, prior: TaskRun, *, on_queue: bool, worker: str | None) -> TaskRun:
         """A finished (or stranded) run of an earlier attempt, reset to run again."""
         prior.state = TaskState.queued if on_queue else TaskState.running
@@ -262,7 +269,7 @@ class RunLifecycle:
                 await store.save(run)
                 raise
             if run.state is not TaskState.queued:
-                await store.save(run)
+                await self._ended.add(run)
                 return run
             wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
             run.state, run.execute_after = TaskState.running, None

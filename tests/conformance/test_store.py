@@ -791,3 +791,21 @@ async def test_listings_page_newest_first_across_queues_tags_and_saves(store: St
     await store.purge(T0 + 100)
     assert await store.query(RunQuery(tags=("odd",))) == []
     assert await store.query(RunQuery()) == []
+
+
+async def test_save_many_replaces_records_and_drops_leases_in_one_call(store: Store) -> None:
+    held = queued()
+    await store.enqueue([held])
+    [lease] = await store.claim("w", None, 1, 30, T0)
+    fresh = [finished("t", TaskState.success, T0 + i, queue="q2") for i in range(3)]
+    keyed = TaskRun(task="k", state=TaskState.running, start=dt(T0), dedup_key="only")
+    done = lease.run.model_copy(update={"state": TaskState.success, "end": dt(T0 + 5)})
+    await store.save_many([*fresh, keyed, done])
+    for run in [*fresh, keyed, done]:
+        got = await store.get(run.id)
+        assert got is not None and got.state is run.state and got.queue == run.queue
+    assert await store.finish([(lease, lease.run)]) == [False]  # the save dropped the lease
+    [same] = await store.enqueue([queued(dedup_key="only")])
+    assert same.id == keyed.id  # the saved active run holds its dedup key
+    await _assert_counts_exact(store)
+    await store.save_many([])

@@ -458,7 +458,16 @@ async def test_speculation_relaunches_a_straggler_and_the_first_result_wins() ->
         )  # fmt: skip
         await asyncio.wait_for(fast_done.wait(), BOUND)
         assert calls[3] == 1  # below the 5 s floor nothing is relaunched
-        clock.advance(10.0)  # partition 3 is now 10 s in; its siblings took 0 s
+
+        async def straggle() -> None:
+            # partition 3 falls 10 s further behind until it is relaunched (its siblings'
+            # times are taken once their records are written, a loop turn or more after
+            # `fast_done`, so the first step may count for them too)
+            while calls[3] < 2:
+                clock.advance(10.0)
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(straggle(), BOUND)
         result = await asyncio.wait_for(running, BOUND)
         shard_runs = [r for r in await dag_runs(m, result.dag_id) if r.params["partition"] == 3]
     assert result["shard"] == [100, 101, 102, 103]

@@ -264,6 +264,10 @@ class RecordStore(Protocol):
         """Insert or replace a run record unconditionally (runs executed outside the queue)."""
         ...
 
+    async def save_many(self, runs: Sequence[TaskRun]) -> None:
+        """`save` for each run (distinct ids), in one round trip and one transaction."""
+        ...
+
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
         ...

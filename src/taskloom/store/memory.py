@@ -209,6 +209,10 @@ class MemoryStore:
         if run.state is TaskState.queued:
             self.notifier.publish("queue")
 
+    async def save_many(self, runs: Sequence[TaskRun]) -> None:
+        for run in runs:
+            await self.save(run)
+
     async def get(self, run_id: str) -> TaskRun | None:
         run = self._runs.get(run_id)
         return None if run is None else run.record()

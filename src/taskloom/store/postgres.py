@@ -617,6 +617,29 @@ class PostgresStore(PostgresControl):
         if run.state is TaskState.queued:
             self.notifier.publish("queue")
 
+    async def save_many(self, runs: Sequence[TaskRun]) -> None:
+        """Every record saved in one transaction, the statements pipelined."""
+        columns = [_Columns.of(run) for run in runs]
+        keys = [
+            (c.dedup_key, c.id)
+            for c, run in zip(columns, runs, strict=True)
+            if c.dedup_key and run.state in ACTIVE_STATES
+        ]
+
+        async def op(conn: Connection) -> None:
+            async with conn.transaction():
+                if keys:
+                    await conn.executemany(self._q["release_dedup"], keys)
+                await conn.executemany(
+                    self._q["save"], [(*_enqueue_row(c), self.channel) for c in columns]
+                )
+
+        await self._run(op)
+        for run in runs:
+            self.notifier.publish_run(run.id)
+        if any(run.state is TaskState.queued for run in runs):
+            self.notifier.publish("queue")
+
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
         data = await self._run(lambda conn: conn.fetchval(self._q["get"], run_id))

@@ -102,6 +102,7 @@ SCRIPT_NAMES = (
     "finish",
     "reclaim",
     "save",
+    "save_many",
     "cancel",
     "load",
     "page",
@@ -560,6 +561,14 @@ class RedisStore(RedisControl):
         await self._run("save", _encode(run))
         self.notifier.publish_run(run.id)
         if run.state is TaskState.queued:
+            self.notifier.publish("queue")
+
+    async def save_many(self, runs: Sequence[TaskRun]) -> None:
+        """Every record replaced by one script call."""
+        await self._run("save_many", [part for run in runs for part in _encode(run)])
+        for run in runs:
+            self.notifier.publish_run(run.id)
+        if any(run.state is TaskState.queued for run in runs):
             self.notifier.publish("queue")
 
     async def get(self, run_id: str) -> TaskRun | None:

@@ -744,6 +744,19 @@ class SQLiteStore(SQLiteControl):
         if run.state is TaskState.queued:
             self.notifier.publish("queue")
 
+    async def save_many(self, runs: Sequence[TaskRun]) -> None:
+        rows = [(run.id, *_record(run)) for run in runs]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                conn.executemany(_UPSERT, rows)
+
+        await self._run(work)
+        for run in runs:
+            self.notifier.publish_run(run.id)
+        if any(run.state is TaskState.queued for run in runs):
+            self.notifier.publish("queue")
+
     async def get(self, run_id: str) -> TaskRun | None:
         def work(conn: sqlite3.Connection) -> TaskRun | None:
             row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
