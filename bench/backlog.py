@@ -18,9 +18,10 @@ attempt, end, worker, metrics), written in bulk, and:
   (SQLite: used pages after a checkpoint; PostgreSQL: `pg_total_relation_size` of runs and
   run_counts; Redis: `used_memory`);
 - `runs(state="success", limit=100)` and `GET /api/stats` over that store;
-- purge of all N in the store's batches of 500 while another task claims and finishes one
-  queued run at a time: purge runs/s, the longest purge batch, and the longest claim+finish
-  seen meanwhile (what purging costs the workers).
+- purge of all N in the retention sweeper's batches (100 runs) while another task queues,
+  claims and finishes one run at a time: purge runs/s, the median and longest purge batch,
+  and the median and longest such claim round, alone (200 rounds before the purge) and
+  during the purge (what purging costs the workers).
 With `--vacuum`, PostgreSQL's runs table is vacuumed and analysed after the bulk queue, as
 autovacuum does on a server that has it on (this machine's has it off). One table per store,
 one column per N. No peers: the figure to read is how a column compares
@@ -203,11 +204,12 @@ async def _store_bytes(kind: str, manager: TaskManager) -> float:
     return float(info["used_memory"])
 
 
-async def _claim_loop(manager: TaskManager, stop: asyncio.Event) -> float:
-    """Claim and finish one queued run at a time until `stop`; the longest round in ms."""
+async def _claim_loop(manager: TaskManager, stop: asyncio.Event, rounds: int = 0) -> list[float]:
+    """Queue, claim and finish one run at a time until `stop` (or `rounds` rounds): each
+    round's time in ms (what a worker's store calls cost meanwhile)."""
     store = manager.store
-    longest = 0.0
-    while not stop.is_set():
+    times: list[float] = []
+    while not stop.is_set() and (not rounds or len(times) < rounds):
         t0 = time.perf_counter()
         await store.enqueue([TaskRun(task="noop", state=TaskState.queued, queue="bench")])
         leases = await store.claim("bench", ["bench"], 1, 30.0, time.time())
@@ -215,9 +217,9 @@ async def _claim_loop(manager: TaskManager, stop: asyncio.Event) -> float:
             done = lease.run.record()
             done.state = TaskState.success
             await store.finish([(lease, done)])
-        longest = max(longest, time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) * 1000)
         await asyncio.sleep(0.005)
-    return longest * 1000
+    return times
 
 
 async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
@@ -244,22 +246,28 @@ async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
                 (await client.get("/api/stats", headers=headers)).raise_for_status()
 
             out["finished: /api/stats ms"] = await _median_ms(stats)
+        alone = await _claim_loop(manager, asyncio.Event(), rounds=200)
         stop = asyncio.Event()
         claims = asyncio.create_task(_claim_loop(manager, stop))
-        purged, longest, began = 0, 0.0, time.perf_counter()
+        purged, batches, began = 0, [], time.perf_counter()
         while True:
             b0 = time.perf_counter()
             gone = await manager.store.purge(time.time() - 3600, limit=PURGE_BATCH)
-            longest = max(longest, time.perf_counter() - b0)
+            batches.append((time.perf_counter() - b0) * 1000)
             purged += gone
             if gone == 0:
                 break
             await asyncio.sleep(0)  # the claimer gets its turn between batches
         elapsed = time.perf_counter() - began
         stop.set()
+        during = await claims
         out["purge runs/s"] = purged / elapsed
-        out["purge batch max ms"] = longest * 1000
-        out["claim during purge max ms"] = await claims
+        out["purge batch p50 ms"] = statistics.median(batches)
+        out["purge batch max ms"] = max(batches)
+        out["claim round alone p50 ms"] = statistics.median(alone)
+        out["claim round alone max ms"] = max(alone)
+        out["claim round in purge p50"] = statistics.median(during)
+        out["claim round in purge max"] = max(during)
         assert purged == n, (purged, n)
     finally:
         await manager.store.drop()
