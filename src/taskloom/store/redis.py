@@ -17,9 +17,15 @@ Keys (``P`` is the prefix)::
   P queues                   set of queue names that have (or had) queued runs
   P leases                   zset run id -> lease expiry, for reclaim
   P dedup                    hash dedup key -> id of the run that took it
-  P runs                     zset (all scores 0) of every run id: newest first by ZREVRANGEBYLEX
-  P idx:<field>:<value>      same, per task / state / parent_id / root_run_id (a root run is
-                             not in its own root index: queries add it)
+  P idx:<field>:<value>      zset (all scores 0) of run ids, newest first by ZREVRANGEBYLEX, per
+                             task / state / queue / parent_id / root_run_id (a root run is not
+                             in its own root index: queries add it); every run is in one
+                             idx:queue:<q>, so those hold every run
+  P qnames                   set of the queues that have an idx:queue:<q>
+  P tag:<tag>                zset (scores 0) of the ids of the runs with that tag
+  P counts                   hash task US queue US state US priority -> runs (US: byte 31),
+                             kept by every script that changes a run
+  P runs                     (older layout) every run id; moved to idx:queue:<q> on connect
   P ended                    zset finished run id -> end, for purge
   P slot:<name>              zset holder -> expiry;  P holds:<holder>  set of slot names held
   P lock:<name>              hash holder, expires
@@ -34,8 +40,9 @@ Why one hash field per record field: the scripts edit records (state, worker, st
 an appended attempt) and cjson would mangle user JSON on a decode/encode round trip (empty
 arrays become objects, floats keep 14 digits, big integers lose precision). Scripts only ever
 overwrite a field with JSON made in Python, or splice strings; the record is the fields
-joined into one object. Keys are derived inside the scripts from the prefix, so this targets
-a single Redis server (or a primary with replicas), not Redis Cluster.
+joined into one object. Fields holding their default are left out (see `records.py`).
+Keys are derived inside the scripts from the prefix; on Redis Cluster the prefix is a hash
+tag, so all of an app's keys share one slot (see `redis_cluster.py`).
 """
 
 from __future__ import annotations
