@@ -26,7 +26,9 @@ def _objects(conn: sqlite3.Connection) -> set[tuple[str, str, str, str]]:
         "SELECT type, name, tbl_name, sql FROM sqlite_master"
     ):
         text = " ".join(re.sub(r"--[^\n]*", "", sql or "").split())
-        out.add((kind, name, table, text.replace("( ", "(").replace(" )", ")")))
+        # ALTER TABLE ADD COLUMN leaves "x NOT NULL , y" in the stored CREATE statement
+        text = text.replace("( ", "(").replace(" )", ")").replace(" ,", ",")
+        out.add((kind, name, table, text))
     return out
 
 

@@ -215,7 +215,7 @@ def _path_of(url: str) -> str:
 
 _COLUMNS = (
     "task", "state", "queue", "priority_rank", "due", "execute_after", "dedup_key", "worker",
-    "parent_id", "root_run_id", "created", "ended", "data",
+    "parent_id", "root_run_id", "created", "ended", "data", "tags",
 )  # fmt: skip
 _SET_COLUMNS = ", ".join(f"{c} = ?" for c in _COLUMNS)
 _INSERT = (
@@ -287,7 +287,7 @@ def _record(run: TaskRun) -> tuple[Any, ...]:
         ts(run.execute_after) or ts(run.queued) or 0.0, ts(run.execute_after), run.dedup_key,
         run.worker, run.parent_id, None if run.root_run_id == run.id else run.root_run_id,
         ts(run.queued or run.start), ts(run.end),
-        encode_run(run),
+        encode_run(run), _json(run.tags) if run.tags else None,
     )  # fmt: skip
 
 

@@ -28,7 +28,8 @@ CREATE TABLE runs (
     root_run_id   TEXT,              -- NULL for a root run (its own root)
     created       REAL,              -- queued, else start: what since/before filter on
     ended         REAL,
-    data          TEXT NOT NULL
+    data          TEXT NOT NULL,
+    tags          TEXT               -- the record's tags as a JSON array, NULL when it has none
 );
 
 -- Claims: due queued runs by priority then FIFO, for all queues or for one queue. Partial, so
@@ -93,38 +94,33 @@ BEGIN
     ON CONFLICT DO UPDATE SET n = n + 1;
 END;
 
--- Tags, one row per (tag, run), kept by triggers from the record's `tags`: a tag filter walks
--- (tag, id) newest first instead of reading every record. A record that is not valid JSON
--- (damaged) has no tags here; the CASE keeps such a row's writes from failing.
+-- Tags, one row per (tag, run): a tag filter walks (tag, id) newest first instead of reading
+-- every record. The store writes a run's tags into `runs.tags` (a JSON array, NULL for none)
+-- with the record, and triggers keep `run_tags` from that column: an untagged run costs them
+-- a NULL test, and claims and heartbeats, which rewrite `data` but never `tags`, nothing.
+
 CREATE TABLE run_tags (
     tag TEXT NOT NULL,
     id  TEXT NOT NULL,
     PRIMARY KEY (tag, id)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER run_tags_insert AFTER INSERT ON runs
-WHEN CASE WHEN json_valid(NEW.data) THEN json_type(NEW.data, '$.tags') = 'array' END
+CREATE TRIGGER run_tags_insert AFTER INSERT ON runs WHEN NEW.tags IS NOT NULL
 BEGIN
     INSERT OR IGNORE INTO run_tags (tag, id)
-    SELECT value, NEW.id FROM json_each(NEW.data, '$.tags') WHERE type = 'text';
+    SELECT value, NEW.id FROM json_each(NEW.tags) WHERE type = 'text';
 END;
 
-CREATE TRIGGER run_tags_delete AFTER DELETE ON runs
-WHEN CASE WHEN json_valid(OLD.data) THEN json_type(OLD.data, '$.tags') = 'array' END
+CREATE TRIGGER run_tags_delete AFTER DELETE ON runs WHEN OLD.tags IS NOT NULL
 BEGIN
-    DELETE FROM run_tags WHERE id = OLD.id
-      AND tag IN (SELECT value FROM json_each(OLD.data, '$.tags'));
+    DELETE FROM run_tags WHERE id = OLD.id AND tag IN (SELECT value FROM json_each(OLD.tags));
 END;
 
--- Claims and heartbeats rewrite `data` but keep its tags: the WHEN compares them first.
-CREATE TRIGGER run_tags_update AFTER UPDATE OF data ON runs
-WHEN (CASE WHEN json_valid(OLD.data) THEN json_extract(OLD.data, '$.tags') END)
-  IS NOT (CASE WHEN json_valid(NEW.data) THEN json_extract(NEW.data, '$.tags') END)
+CREATE TRIGGER run_tags_update AFTER UPDATE OF tags ON runs WHEN OLD.tags IS NOT NEW.tags
 BEGIN
     DELETE FROM run_tags WHERE id = OLD.id;
     INSERT OR IGNORE INTO run_tags (tag, id)
-    SELECT value, NEW.id FROM json_each(NEW.data, '$.tags')
-    WHERE json_valid(NEW.data) AND type = 'text';
+    SELECT value, NEW.id FROM json_each(NEW.tags) WHERE NEW.tags IS NOT NULL AND type = 'text';
 END;
 
 -- Concurrency slots: one row per holder of a slot of `name`.

@@ -1,6 +1,13 @@
--- Tags, one row per (tag, run), kept by triggers from the record's `tags`: a tag filter walks
--- (tag, id) newest first instead of reading every record. A record that is not valid JSON
--- (damaged) has no tags here; the CASE keeps such a row's writes from failing.
+-- Tags, one row per (tag, run): a tag filter walks (tag, id) newest first instead of reading
+-- every record. The store writes a run's tags into `runs.tags` (a JSON array, NULL for none)
+-- with the record, and triggers keep `run_tags` from that column: an untagged run costs them
+-- a NULL test, and claims and heartbeats, which rewrite `data` but never `tags`, nothing.
+ALTER TABLE runs ADD COLUMN tags TEXT;
+
+UPDATE runs SET tags = json_extract(data, '$.tags')
+WHERE json_valid(data) AND json_type(data, '$.tags') = 'array'
+  AND json_array_length(data, '$.tags') > 0;
+
 CREATE TABLE run_tags (
     tag TEXT NOT NULL,
     id  TEXT NOT NULL,
@@ -8,30 +15,23 @@ CREATE TABLE run_tags (
 ) WITHOUT ROWID;
 
 INSERT OR IGNORE INTO run_tags (tag, id)
-SELECT j.value, r.id FROM runs AS r, json_each(r.data, '$.tags') AS j
-WHERE json_valid(r.data) AND j.type = 'text';
+SELECT j.value, r.id FROM runs AS r, json_each(r.tags) AS j
+WHERE r.tags IS NOT NULL AND j.type = 'text';
 
-CREATE TRIGGER run_tags_insert AFTER INSERT ON runs
-WHEN CASE WHEN json_valid(NEW.data) THEN json_type(NEW.data, '$.tags') = 'array' END
+CREATE TRIGGER run_tags_insert AFTER INSERT ON runs WHEN NEW.tags IS NOT NULL
 BEGIN
     INSERT OR IGNORE INTO run_tags (tag, id)
-    SELECT value, NEW.id FROM json_each(NEW.data, '$.tags') WHERE type = 'text';
+    SELECT value, NEW.id FROM json_each(NEW.tags) WHERE type = 'text';
 END;
 
-CREATE TRIGGER run_tags_delete AFTER DELETE ON runs
-WHEN CASE WHEN json_valid(OLD.data) THEN json_type(OLD.data, '$.tags') = 'array' END
+CREATE TRIGGER run_tags_delete AFTER DELETE ON runs WHEN OLD.tags IS NOT NULL
 BEGIN
-    DELETE FROM run_tags WHERE id = OLD.id
-      AND tag IN (SELECT value FROM json_each(OLD.data, '$.tags'));
+    DELETE FROM run_tags WHERE id = OLD.id AND tag IN (SELECT value FROM json_each(OLD.tags));
 END;
 
--- Claims and heartbeats rewrite `data` but keep its tags: the WHEN compares them first.
-CREATE TRIGGER run_tags_update AFTER UPDATE OF data ON runs
-WHEN (CASE WHEN json_valid(OLD.data) THEN json_extract(OLD.data, '$.tags') END)
-  IS NOT (CASE WHEN json_valid(NEW.data) THEN json_extract(NEW.data, '$.tags') END)
+CREATE TRIGGER run_tags_update AFTER UPDATE OF tags ON runs WHEN OLD.tags IS NOT NEW.tags
 BEGIN
     DELETE FROM run_tags WHERE id = OLD.id;
     INSERT OR IGNORE INTO run_tags (tag, id)
-    SELECT value, NEW.id FROM json_each(NEW.data, '$.tags')
-    WHERE json_valid(NEW.data) AND type = 'text';
+    SELECT value, NEW.id FROM json_each(NEW.tags) WHERE NEW.tags IS NOT NULL AND type = 'text';
 END;
