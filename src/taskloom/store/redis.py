@@ -79,6 +79,7 @@ from .base import (
 )  # fmt: skip
 from .records import claimed, compact_exclusions, decode_or_stand_in, decode_run
 from .redis_control import RedisControl
+from .redis_lane import ScriptLane
 
 try:
     import redis.asyncio as aioredis
@@ -220,6 +221,7 @@ class RedisStore(RedisControl):
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(body) for name, body in lua_scripts().items()
         }
+        self._lane: ScriptLane | None = self._script_lane()
         self._listener: asyncio.Task[None] | None = None
         # `run:<id>` events go to a channel per run, subscribed only while someone here
         # waits on that run: every worker receiving every run's event cost more than the run
@@ -250,6 +252,10 @@ class RedisStore(RedisControl):
     def _routing_keys(self) -> list[str]:
         return []
 
+    def _script_lane(self) -> ScriptLane | None:
+        """The dedicated connection for script calls (see redis_lane.py)."""
+        return ScriptLane(self._redis)
+
     def _client(self, redis_url: str) -> Any:
         """The redis-py client for `redis_url`."""
         # A down server must surface as StoreUnavailableError within seconds: a dropped or
@@ -276,8 +282,11 @@ class RedisStore(RedisControl):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
-        """Call one script with the prefix as ARGV[1]."""
+        """Call one script with the prefix as ARGV[1]: on the lane when it is free."""
         with self._unavailable():
+            lane = self._lane
+            if lane is not None and lane.free:
+                return await lane.call(self._scripts[script], self._route, [self.prefix, *args])
             return await self._scripts[script](keys=self._route, args=[self.prefix, *args])
 
     def _key(self, *parts: str) -> str:
@@ -427,6 +436,9 @@ class RedisStore(RedisControl):
         await self._close_client()
 
     async def _close_client(self) -> None:
+        if self._lane is not None:
+            with suppress(Exception):
+                await self._lane.close()
         await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:

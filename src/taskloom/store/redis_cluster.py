@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
 from .redis import RedisStore
+from .redis_lane import ScriptLane
 
 try:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -64,6 +65,9 @@ class RedisClusterStore(RedisStore):
             return prefix  # the caller chose the hash tag
         stem = prefix.rstrip(":") or "taskloom"
         return "{" + stem + "}:"
+
+    def _script_lane(self) -> ScriptLane | None:
+        return None  # the cluster client routes every call by its key: no single connection
 
     def _routing_keys(self) -> list[str]:
         return [self.prefix + "route"]  # any key of the app's slot routes a script call

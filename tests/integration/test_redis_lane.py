@@ -1,0 +1,105 @@
+"""The Redis store's script lane: one dedicated connection for script calls, which must stay
+in step with its replies whatever happens to a call on it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taskloom.run import TaskRun, TaskState
+from taskloom.store.base import RunQuery, dt
+from tests.conftest import IN_CI, redis_url, unavailable
+
+try:
+    import redis.asyncio as aioredis
+except ImportError as exc:  # the redis extra is missing: a failure in CI
+    if IN_CI:
+        raise
+    pytest.skip(f"redis extra missing: {exc}", allow_module_level=True)
+
+from taskloom.store.redis import RedisStore
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[tuple[RedisStore, aioredis.Redis]]:
+    url = redis_url()
+    if not url:
+        unavailable("TASKLOOM_TEST_REDIS_URL not set")
+        raise AssertionError
+    sep = "&" if "?" in url else "?"
+    s = RedisStore(f"{url}{sep}prefix=lane{uuid.uuid4().hex[:10]}:")
+    await s.connect()
+    raw = aioredis.Redis.from_url(url)
+    try:
+        yield s, raw
+    finally:
+        await s.drop()
+        await s.close()
+        await raw.aclose()
+
+
+def queued(i: int = 0) -> TaskRun:
+    return TaskRun(task="t", state=TaskState.queued, queued=dt(T0), params={"i": i})
+
+
+async def _lane_client_id(raw: aioredis.Redis, name: str) -> int | None:
+    for client in await raw.client_list():
+        if client.get("name") == name:
+            return int(client["id"])
+    return None
+
+
+async def test_a_call_cancelled_mid_flight_leaves_no_reply_for_the_next(
+    store: tuple[RedisStore, aioredis.Redis],
+) -> None:
+    s, raw = store
+    await s.enqueue([queued(0)])  # the lane is connected and the script loaded
+    await raw.client_pause(300)  # the server holds every reply for 300 ms
+    first = asyncio.ensure_future(s.enqueue([queued(1)]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert s._lane is not None and not s._lane.free  # sent on the lane, waiting for its reply
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert s._lane.free and s._lane._conn is None  # dropped: its next reply is unknown
+    [run] = await s.enqueue([queued(2)])  # a new connection, waiting out the pause
+    got = await s.get(run.id)
+    assert got is not None and got.params == {"i": 2}
+
+
+async def test_a_flushed_script_cache_and_a_killed_connection_are_survived(
+    store: tuple[RedisStore, aioredis.Redis],
+) -> None:
+    s, raw = store
+    await s.enqueue([queued(0)])
+    await raw.script_flush()
+    await s.enqueue([queued(1)])  # NOSCRIPT on the lane: loaded through the client
+    lane = s._lane
+    assert lane is not None and lane._conn is not None
+    await lane._conn.send_command("CLIENT", "SETNAME", "taskloom-lane-test")
+    assert await lane._conn.read_response() == b"OK"
+    client_id = await _lane_client_id(raw, "taskloom-lane-test")
+    assert client_id is not None
+    await raw.client_kill_filter(_id=client_id)
+    await s.enqueue([queued(2)])  # the lane's connection is gone: the pool takes the call
+    assert len(await s.query(RunQuery())) == 3
+    await s.enqueue([queued(3)])  # and the lane reconnects for the next
+    assert len(await s.query(RunQuery())) == 4
+
+
+async def test_calls_made_while_the_lane_is_busy_go_through_the_pool(
+    store: tuple[RedisStore, aioredis.Redis],
+) -> None:
+    s, _ = store
+    runs = [queued(i) for i in range(200)]
+    stored = await asyncio.gather(*(s.enqueue([run]) for run in runs))
+    assert [r.id for [r] in stored] == [r.id for r in runs]
+    assert sum((await s.queue_length(None)).values()) == 200
+    leases = await asyncio.gather(*(s.claim("w", None, 10, 30, T0) for _ in range(20)))
+    assert len({lease.run.id for batch in leases for lease in batch}) == 200
