@@ -103,3 +103,19 @@ async def test_calls_made_while_the_lane_is_busy_go_through_the_pool(
     assert sum((await s.queue_length(None)).values()) == 200
     leases = await asyncio.gather(*(s.claim("w", None, 10, 30, T0) for _ in range(20)))
     assert len({lease.run.id for batch in leases for lease in batch}) == 200
+
+
+async def test_a_call_larger_than_the_socket_buffer_is_sent_whole(
+    store: tuple[RedisStore, aioredis.Redis],
+) -> None:
+    s, _ = store
+    runs = [
+        TaskRun(
+            task="t", state=TaskState.queued, queued=dt(T0), params={"blob": "x" * 2000, "i": i}
+        )
+        for i in range(1000)
+    ]  # about 2 MB in one script call: the lane waits for the transport to drain
+    stored = await s.enqueue(runs)
+    assert [r.id for r in stored] == [r.id for r in runs]
+    got = await s.get(runs[-1].id)
+    assert got is not None and got.params == {"blob": "x" * 2000, "i": 999}
