@@ -74,6 +74,9 @@ class TaskConsumer:
         self._cancel_topic = asyncio.Event()
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
+        # set once the loop has drained: the background loops end by it, not by cancel alone
+        # (a cancel that lands as a Redis reply arrives can be swallowed inside redis-py)
+        self._side_stop = asyncio.Event()
         self._running = False
         self._bg: asyncio.Task[None] | None = None
         self._down_for = 0.0
@@ -90,6 +93,7 @@ class TaskConsumer:
         """
         store = (await self.manager.connect()).store
         self._running, self._stopping, self._done = True, asyncio.Event(), asyncio.Event()
+        self._side_stop = asyncio.Event()
         self._failure = None
         if handle_signals:
             self._install_signals()
@@ -132,6 +136,8 @@ class TaskConsumer:
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
             await self._drain()
+            self._side_stop.set()
+            self._ack_wake.set()
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -142,8 +148,8 @@ class TaskConsumer:
             raise self._failure
 
     def _supervise(self, side: asyncio.Task[None]) -> None:
-        """A background task ended: unless it was cancelled on the way out, stop with its error."""
-        if side.cancelled():
+        """A background task ended: unless it was stopped on the way out, stop with its error."""
+        if side.cancelled() or (self._side_stop.is_set() and side.exception() is None):
             return
         error = side.exception() or RuntimeError(f"{side.get_name()} ended unexpectedly")
         log.error("%s died; stopping the consumer", side.get_name(), exc_info=error)
@@ -218,7 +224,7 @@ class TaskConsumer:
     async def _flush_acks(self) -> None:
         """Write finished runs in batches: whatever piled up while the last write ran."""
         lifecycle = self.manager.lifecycle
-        while True:
+        while not self._side_stop.is_set() or self._acks:
             await self._ack_wake.wait()
             self._ack_wake.clear()
             while self._acks:
@@ -239,9 +245,11 @@ class TaskConsumer:
     async def _heartbeats(self) -> None:
         """Extend leases, save progress, learn of cancels, reclaim crashed workers' runs."""
         store = self.manager.store
-        while True:
+        while not self._side_stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._next_beat(), self.heartbeat_interval)
+            if self._side_stop.is_set():
+                return
             self._beat_now.clear()
             try:
                 await self._beat_once()
@@ -267,11 +275,13 @@ class TaskConsumer:
     async def _next_beat(self) -> None:
         beat = asyncio.create_task(self._beat_now.wait())
         cancel = asyncio.create_task(self._cancel_topic.wait())
+        stop = asyncio.create_task(self._side_stop.wait())
         try:
-            await asyncio.wait([beat, cancel], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([beat, cancel, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
             beat.cancel()
             cancel.cancel()
+            stop.cancel()
             self._cancel_topic.clear()
 
     async def _beat_once(self) -> None:

@@ -443,3 +443,30 @@ async def test_the_manager_reports_live_workers_and_pings_the_store() -> None:
         async with TaskConsumer(m) as consumer:
             await m.queue_and_wait("_noop", timeout=10)
             assert [w.worker for w in await m.workers()] == [consumer.worker_id]
+
+
+class _SwallowingReclaim(MemoryStore):
+    """A store call that swallows the cancel that reaches it, as a client library can when
+    the cancel lands just as its reply arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = asyncio.Event()
+
+    async def reclaim(self, now: float) -> list[TaskRun]:
+        self.stuck.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return []  # swallowed
+        return []
+
+
+async def test_stop_ends_a_background_loop_whose_cancel_was_swallowed() -> None:
+    store = _SwallowingReclaim()
+    async with TaskManager(store, tasks=[_noop]) as m:
+        consumer = TaskConsumer(m, grace_seconds=1, heartbeat_interval=0.01)
+        running = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(store.stuck.wait(), 20)  # the heartbeat loop is inside reclaim
+        await asyncio.wait_for(consumer.stop(), 20)  # hung here before: the loop went on
+        await asyncio.wait_for(running, 20)
