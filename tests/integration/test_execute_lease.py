@@ -45,13 +45,22 @@ async def manager(
                 await drop()
 
 
-async def running_stall(m: TaskManager, proc: subprocess.Popen[bytes]) -> TaskRun:
-    """The run the process executes, once it is running (no event announces a start)."""
+async def running_stall(
+    m: TaskManager, proc: subprocess.Popen[bytes], env: dict[str, str]
+) -> TaskRun:
+    """The run the process executes, once its body has started: the record says `running`
+    as soon as it is leased, before the body logs its execution, and a process killed in
+    between would leave the stalling first execution to the worker (seen on a loaded
+    machine). No event announces either: poll."""
+    log = Path(env["EXEC_LOG"])
     async with asyncio.timeout(60):
         while True:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             runs = await m.runs(task="stall", state=TaskState.running)
-            if runs:
+            started = await asyncio.to_thread(log.exists) and str(proc.pid) in (
+                await asyncio.to_thread(log.read_text)
+            )
+            if runs and started:
                 return runs[0]
             await asyncio.sleep(0.05)
 
@@ -62,7 +71,7 @@ async def test_a_worker_finishes_the_run_of_a_killed_process(
     m, env = manager
     proc = run_here(env)
     try:
-        run = await running_stall(m, proc)
+        run = await running_stall(m, proc, env)
         assert run.worker == f"local-{proc.pid}"
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -87,7 +96,7 @@ async def test_cancel_stops_a_run_executing_in_another_process(
     m, env = manager
     proc = run_here(env)
     try:
-        run = await running_stall(m, proc)
+        run = await running_stall(m, proc, env)
         await m.cancel(run.id)
         done = await m.wait(run.id, timeout=30)
         assert proc.wait(timeout=30) == 1  # the CLI's exit code for an aborted run
