@@ -81,6 +81,18 @@ async def _median_ms(call: Callable[[], Awaitable[Any]]) -> float:
     return statistics.median(times) * 1000
 
 
+async def _stats_ms(manager: TaskManager) -> float:
+    """Median ms of `GET /api/stats` through the FastAPI app, in-process over httpx's ASGI."""
+    transport = httpx.ASGITransport(app=create_app(manager, token="bench"))
+    headers = {"Authorization": "Bearer bench"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+
+        async def stats() -> None:
+            (await client.get("/api/stats", headers=headers)).raise_for_status()
+
+        return await _median_ms(stats)
+
+
 async def _drain(manager: TaskManager, n: int) -> float:
     """Claim + finish rate at a steady backlog of `n`: DRAIN_ROUNDS rounds, each timing the
     drain of min(n, DRAIN_ROUND) runs, then (untimed) queueing as many again."""
@@ -136,15 +148,7 @@ async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, fl
         out["runs(state=failure) ms"] = await _median_ms(lambda: manager.runs(state="failure"))
         out["runs() newest ms"] = await _median_ms(lambda: manager.runs())
         out["queue_length() ms"] = await _median_ms(manager.queue_length)
-        app = create_app(manager, token="bench")
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": "Bearer bench"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-
-            async def stats() -> None:
-                (await client.get("/api/stats", headers=headers)).raise_for_status()
-
-            out["GET /api/stats ms"] = await _median_ms(stats)
+        out["GET /api/stats ms"] = await _stats_ms(manager)
         out["counts() ms"] = await _median_ms(manager.store.counts)
         out["queues() ms"] = await _median_ms(manager.queues)
         out["drain runs/s"] = await _drain(manager, n)
@@ -237,15 +241,7 @@ async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
             await manager.store.enqueue(runs)
         out["bytes/finished run"] = (await _store_bytes(kind, manager) - before) / n
         out["runs(state=success) ms"] = await _median_ms(lambda: manager.runs(state="success"))
-        app = create_app(manager, token="bench")
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": "Bearer bench"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-
-            async def stats() -> None:
-                (await client.get("/api/stats", headers=headers)).raise_for_status()
-
-            out["finished: /api/stats ms"] = await _median_ms(stats)
+        out["finished: /api/stats ms"] = await _stats_ms(manager)
         alone = await _claim_loop(manager, asyncio.Event(), rounds=200)
         stop = asyncio.Event()
         claims = asyncio.create_task(_claim_loop(manager, stop))
