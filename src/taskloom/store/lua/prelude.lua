@@ -46,7 +46,8 @@ end
 local function reindex(id, old, new)
   local before, after = old and count_field(old), new and count_field(new)
   -- a run still in an older store's zset of every run is counted when migrate.lua moves it
-  if before ~= after and not redis.call('ZSCORE', P .. 'runs', id) then
+  -- (a run being created cannot be there: only changes of existing runs look)
+  if before ~= after and not (old and redis.call('ZSCORE', P .. 'runs', id)) then
     if before then redis.call('HINCRBY', P .. 'counts', before, -1) end
     if after then redis.call('HINCRBY', P .. 'counts', after, 1) end
   end
