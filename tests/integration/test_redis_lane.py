@@ -54,23 +54,33 @@ async def _lane_client_id(raw: aioredis.Redis, name: str) -> int | None:
     return None
 
 
-async def test_a_call_cancelled_mid_flight_leaves_no_reply_for_the_next(
+def _pool_connections(s: RedisStore) -> int:
+    pool = s._redis.connection_pool
+    return len(pool._available_connections) + len(pool._in_use_connections)
+
+
+async def test_a_call_cancelled_mid_flight_leaves_the_others_in_step(
     store: tuple[RedisStore, aioredis.Redis],
 ) -> None:
     s, raw = store
     await s.enqueue([queued(0)])  # the lane is connected and the script loaded
+    lane = s._lane
+    assert lane is not None and lane._proto is not None
     await raw.client_pause(300)  # the server holds every reply for 300 ms
     first = asyncio.ensure_future(s.enqueue([queued(1)]))
+    second = asyncio.ensure_future(s.enqueue([queued(2)]))
     for _ in range(5):
         await asyncio.sleep(0)
-    assert s._lane is not None and not s._lane.free  # sent on the lane, waiting for its reply
+    assert len(lane._proto._waiting) == 2  # both sent on the lane, waiting for replies
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert s._lane.free and s._lane._conn is None  # dropped: its next reply is unknown
-    [run] = await s.enqueue([queued(2)])  # a new connection, waiting out the pause
-    got = await s.get(run.id)
-    assert got is not None and got.params == {"i": 2}
+    [run] = await second  # the first's reply is read and dropped; the second gets its own
+    assert run.params == {"i": 2}
+    [third] = await s.enqueue([queued(3)])
+    got = await s.get(third.id)
+    assert got is not None and got.params == {"i": 3}
+    assert not lane._proto.lost  # one connection throughout
 
 
 async def test_a_flushed_script_cache_and_a_killed_connection_are_survived(
@@ -79,11 +89,10 @@ async def test_a_flushed_script_cache_and_a_killed_connection_are_survived(
     s, raw = store
     await s.enqueue([queued(0)])
     await raw.script_flush()
-    await s.enqueue([queued(1)])  # NOSCRIPT on the lane: loaded through the client
+    await s.enqueue([queued(1)])  # NOSCRIPT on the lane: loaded there and called again
     lane = s._lane
-    assert lane is not None and lane._conn is not None
-    await lane._conn.send_command("CLIENT", "SETNAME", "taskloom-lane-test")
-    assert await lane._conn.read_response() == b"OK"
+    assert lane is not None
+    assert await lane.command("CLIENT", "SETNAME", "taskloom-lane-test") == b"OK"
     client_id = await _lane_client_id(raw, "taskloom-lane-test")
     assert client_id is not None
     await raw.client_kill_filter(_id=client_id)
@@ -91,18 +100,40 @@ async def test_a_flushed_script_cache_and_a_killed_connection_are_survived(
     assert len(await s.query(RunQuery())) == 3
     await s.enqueue([queued(3)])  # and the lane reconnects for the next
     assert len(await s.query(RunQuery())) == 4
+    assert lane._proto is not None and not lane._proto.lost
 
 
-async def test_calls_made_while_the_lane_is_busy_go_through_the_pool(
+async def test_a_stalled_server_sends_the_waiting_calls_through_the_pool(
+    store: tuple[RedisStore, aioredis.Redis],
+) -> None:
+    s, raw = store
+    lane = s._lane
+    assert lane is not None
+    await lane.close()
+    lane._kw["socket_timeout"] = 0.2  # the stall watch gives up after 0.2-0.4 s
+    await s.enqueue([queued(0)])
+    stalled = lane._proto
+    await raw.client_pause(1000, all=False)  # replies held for a second
+    [run] = await s.enqueue([queued(1)])  # waits, the lane gives up, the pool's call lands
+    assert stalled is not None and stalled.lost
+    got = await s.get(run.id)
+    assert got is not None and got.params == {"i": 1}
+    assert len(await s.query(RunQuery())) == 2
+
+
+async def test_concurrent_calls_share_the_lane(
     store: tuple[RedisStore, aioredis.Redis],
 ) -> None:
     s, _ = store
+    await s.enqueue([queued(-1)])
+    before = _pool_connections(s)
     runs = [queued(i) for i in range(200)]
     stored = await asyncio.gather(*(s.enqueue([run]) for run in runs))
     assert [r.id for [r] in stored] == [r.id for r in runs]
-    assert sum((await s.queue_length(None)).values()) == 200
-    leases = await asyncio.gather(*(s.claim("w", None, 10, 30, T0) for _ in range(20)))
-    assert len({lease.run.id for batch in leases for lease in batch}) == 200
+    assert sum((await s.queue_length(None)).values()) == 201
+    leases = await asyncio.gather(*(s.claim("w", None, 10, 30, T0) for _ in range(21)))
+    assert len({lease.run.id for batch in leases for lease in batch}) == 201
+    assert _pool_connections(s) == before  # pipelined on the lane: no pool connection opened
 
 
 async def test_a_call_larger_than_the_socket_buffer_is_sent_whole(

@@ -253,8 +253,9 @@ class RedisStore(RedisControl):
         return []
 
     def _script_lane(self) -> ScriptLane | None:
-        """The dedicated connection for script calls (see redis_lane.py)."""
-        return ScriptLane(self._redis)
+        """The pipelined connection for script calls (see redis_lane.py)."""
+        lane = ScriptLane(self._redis)
+        return lane if lane.usable else None
 
     def _client(self, redis_url: str) -> Any:
         """The redis-py client for `redis_url`."""
@@ -282,10 +283,10 @@ class RedisStore(RedisControl):
         return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
     async def _run(self, script: str, args: Sequence[str | bytes | int | float]) -> Any:
-        """Call one script with the prefix as ARGV[1]: on the lane when it is free."""
+        """Call one script with the prefix as ARGV[1]: on the lane where there is one."""
         with self._unavailable():
             lane = self._lane
-            if lane is not None and lane.free:
+            if lane is not None:
                 return await lane.call(self._scripts[script], self._route, [self.prefix, *args])
             return await self._scripts[script](keys=self._route, args=[self.prefix, *args])
 

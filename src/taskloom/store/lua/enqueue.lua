@@ -21,9 +21,9 @@ for i = 2, #ARGV, 3 do
   if existing then
     out[#out + 1] = record(existing)
   else
-    write(key, ARGV[i + 2])
+    local fields = write(key, ARGV[i + 2], true)
     if dedup ~= '' then redis.call('HSET', P .. 'dedup', dedup, id) end
-    reindex(id, nil, view(key))
+    reindex(id, nil, fields_view(fields))
     out[#out + 1] = ''
   end
 end

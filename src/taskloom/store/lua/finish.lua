@@ -7,8 +7,8 @@ for i = 2, #ARGV, 3 do
   local f = redis.call('HMGET', key, '_token', 'state', 'cancel_requested')
   if f[1] == token and f[2] == '"running"' then
     local old = view(key)
-    write(key, ARGV[i + 2])  -- also drops _token: the lease is released
-    local new = view(key)
+    -- also drops _token: the lease is released
+    local new = fields_view(write(key, ARGV[i + 2]))
     local cancel = f[3] == 'true' and not DONE[new.state]
     redis.call('HSET', key, 'cancel_requested', cancel and 'true' or 'false')
     redis.call('ZREM', P .. 'leases', id)

@@ -3,14 +3,13 @@
 local id, dedup = ARGV[2], ARGV[3]
 local key = P .. 'run:' .. id
 local old = view(key)
-write(key, ARGV[4])
+local new = fields_view(write(key, ARGV[4]))
 if ARGV[5] then
   redis.call('HSET', key, '_token', ARGV[5])
   redis.call('ZADD', P .. 'leases', ARGV[6], id)
 else
   redis.call('ZREM', P .. 'leases', id)
 end
-local new = view(key)
 if dedup ~= '' and ACTIVE[new.state] then redis.call('HSET', P .. 'dedup', dedup, id) end
 reindex(id, old, new)
 redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)

@@ -5,9 +5,8 @@ for i = 2, #ARGV, 3 do
   local id, dedup = ARGV[i], ARGV[i + 1]
   local key = P .. 'run:' .. id
   local old = view(key)
-  write(key, ARGV[i + 2])
+  local new = fields_view(write(key, ARGV[i + 2]))
   redis.call('ZREM', P .. 'leases', id)
-  local new = view(key)
   if dedup ~= '' and ACTIVE[new.state] then redis.call('HSET', P .. 'dedup', dedup, id) end
   reindex(id, old, new)
   redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
