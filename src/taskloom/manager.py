@@ -382,12 +382,17 @@ class TaskManager:
             return await self._wait_watched(run_id, changed, timeout)
 
     async def _wait_watched(
-        self, run_id: str, changed: asyncio.Event, timeout: float | None
+        self,
+        run_id: str,
+        changed: asyncio.Event,
+        timeout: float | None,
+        known: TaskRun | None = None,
     ) -> TaskRun:
+        """Wait for `run_id` to finish; `known` is its record as just written (not read again)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            run = await self.get_run(run_id)
+            run, known = known or await self.get_run(run_id), None
             if run.is_done:
                 return run
             step = self.poll_interval
@@ -410,8 +415,11 @@ class TaskManager:
         store = await self._ready()
         with store.notifier.watch(f"run:{run.id}") as changed:
             # the subscription settles while the run is written: one round trip, not two
-            await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
-            return await self._wait_watched(run.id, changed, timeout)
+            _, stored = await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
+            if stored is run:  # as written, unless a wake-up came meanwhile: not read again
+                known = None if changed.is_set() else run
+                return await self._wait_watched(run.id, changed, timeout, known)
+        return await self.wait(stored.id, timeout)  # a run stored before under that id
 
     async def purge(
         self,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -36,6 +37,7 @@ DRAIN_ABOVE = 64 * 1024  # bytes waiting in the transport before a call waits fo
 # error replies about the server's state rather than the call (loading a dump, a replica, a
 # long script running): redis-py raises its own classes for them, and retries some
 _SERVER_STATE_ERRORS = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN")
+_PUSH_KINDS = frozenset((b"message", b"subscribe", b"unsubscribe"))
 
 
 class LaneLostError(Exception):
@@ -45,8 +47,12 @@ class LaneLostError(Exception):
 class _Resp(asyncio.Protocol):
     """RESP2 replies in order, each to the future of the command that asked for it."""
 
-    def __init__(self, stall_seconds: float) -> None:
+    def __init__(
+        self, stall_seconds: float, on_push: Callable[[list[Any]], None] | None = None
+    ) -> None:
         self._reader = hiredis.Reader()
+        self._on_push = on_push  # a subscribed connection: messages go here as they are read
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._stall = stall_seconds
@@ -63,6 +69,9 @@ class _Resp(asyncio.Protocol):
         self._reader.feed(data)
         waiting = self._waiting
         while (reply := self._reader.gets()) is not False:
+            if self._on_push is not None and type(reply) is list and reply[0] in _PUSH_KINDS:
+                self._on_push(reply)
+                continue
             self._replies += 1
             future = waiting.popleft()
             if not future.done():  # its caller may have been cancelled meanwhile
@@ -70,6 +79,8 @@ class _Resp(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self._watch is not None:
             self._watch.cancel()
         while self._waiting:
@@ -86,6 +97,11 @@ class _Resp(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._writable is not None:
             self._writable.set()
+
+    def push(self, *args: Any) -> None:
+        """Write a command whose replies come as push messages (SUBSCRIBE, UNSUBSCRIBE)."""
+        if self._transport is not None and not self.lost:
+            self._transport.write(hiredis.pack_command(args))
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         """Write one packed command; its reply resolves the returned future."""
@@ -121,16 +137,54 @@ class _Resp(asyncio.Protocol):
             self._transport.abort()
 
 
+def lane_usable(client: Any) -> bool:
+    """Whether the lanes can reach `client`'s server (not over TLS or a credential provider)."""
+    pool = client.connection_pool
+    return not issubclass(pool.connection_class, SSLConnection) and not (
+        pool.connection_kwargs.get("credential_provider")
+    )
+
+
+async def open_lane(
+    kw: dict[str, Any], on_push: Callable[[list[Any]], None] | None = None
+) -> _Resp:
+    """A connection to the server redis-py's connection kwargs `kw` name, authenticated and on
+    its database; with `on_push`, for subscribing."""
+    loop = asyncio.get_running_loop()
+    stall = float(kw.get("socket_timeout") or 5.0)
+
+    def protocol() -> _Resp:
+        return _Resp(stall, on_push)
+
+    async with asyncio.timeout(float(kw.get("socket_connect_timeout") or 5.0)):
+        if "path" in kw:
+            _, proto = await loop.create_unix_connection(protocol, kw["path"])
+        else:
+            _, proto = await loop.create_connection(
+                protocol, kw.get("host", "localhost"), int(kw.get("port", 6379))
+            )
+        setup: list[tuple[Any, ...]] = []
+        if kw.get("password"):
+            user = kw.get("username")
+            setup.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
+        if kw.get("client_name"):  # operators find the store's connections by it
+            setup.append(("CLIENT", "SETNAME", kw["client_name"]))
+        if int(kw.get("db") or 0) and on_push is None:  # channels span databases
+            setup.append(("SELECT", int(kw["db"])))
+        replies = [proto.send(hiredis.pack_command(cmd)) for cmd in setup]
+        for reply in await asyncio.gather(*replies):
+            if isinstance(reply, hiredis.ReplyError):
+                proto.close()
+                raise RedisConnectionError(f"redis lane setup failed: {reply}")
+    return proto
+
+
 class ScriptLane:
     """Sends EVALSHA for the store on one pipelined connection to `client`'s server."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        pool = client.connection_pool
-        self._kw: dict[str, Any] = dict(pool.connection_kwargs)
-        self.usable = not issubclass(pool.connection_class, SSLConnection) and not self._kw.get(
-            "credential_provider"
-        )
+        self._kw: dict[str, Any] = dict(client.connection_pool.connection_kwargs)
         self._proto: _Resp | None = None
         self._connecting: asyncio.Future[_Resp] | None = None
         self._pid = os.getpid()
@@ -170,30 +224,7 @@ class ScriptLane:
         return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Resp:
-        kw, loop = self._kw, asyncio.get_running_loop()
-        stall = float(kw.get("socket_timeout") or 5.0)
-
-        def protocol() -> _Resp:
-            return _Resp(stall)
-
-        async with asyncio.timeout(float(kw.get("socket_connect_timeout") or 5.0)):
-            if "path" in kw:
-                _, proto = await loop.create_unix_connection(protocol, kw["path"])
-            else:
-                _, proto = await loop.create_connection(
-                    protocol, kw.get("host", "localhost"), int(kw.get("port", 6379))
-                )
-            setup: list[tuple[Any, ...]] = []
-            if kw.get("password"):
-                user = kw.get("username")
-                setup.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
-            if int(kw.get("db") or 0):
-                setup.append(("SELECT", int(kw["db"])))
-            replies = [proto.send(hiredis.pack_command(cmd)) for cmd in setup]
-            for reply in await asyncio.gather(*replies):
-                if isinstance(reply, hiredis.ReplyError):
-                    proto.close()
-                    raise RedisConnectionError(f"redis lane setup failed: {reply}")
+        proto = await open_lane(self._kw)
         self._proto = proto
         return proto
 
