@@ -41,8 +41,15 @@ class RunIdFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     """`2026-01-01 12:00:00.123 INFO  taskloom.worker [run 0190ab12cd34] message`."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        second = int(record.created)
+        if second != self._second:  # a worker logs a line per run: format each second once
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self._second = second
+        stamp = self._stamp
         run_id = getattr(record, "run_id", None)
         where = f" [run {short_id(run_id)}]" if run_id else ""
         line = (
