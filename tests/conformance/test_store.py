@@ -759,6 +759,24 @@ async def test_counts_match_a_full_count_after_a_random_mix_of_operations(store:
     await _assert_counts_exact(store)
 
 
+async def test_every_write_that_inserts_counts_and_tags_the_new_run(store: Store) -> None:
+    tagged = queued("a", queue="q1", tags=["x"])
+    await store.enqueue([tagged])  # the one-run path
+    await store.enqueue([queued("a", queue="q1"), queued("b", queue="q2", tags=["x", "y"])])
+    await store.save(finished("a", TaskState.success, T0 + 1, queue="q2", tags=["y"]))
+    again = finished("c", TaskState.failure, T0 + 2, queue="q1", tags=["x"])
+    overwrite = tagged.model_copy(update={"state": TaskState.aborted, "end": dt(T0 + 3)})
+    # a new run, an existing one and the same new id twice, in one call
+    await store.save_many([again, overwrite, again.model_copy(update={"tags": ["y"]})])
+    await store.save_leased(queued("b", queue="q2").model_copy(update={"state": TaskState.running}),
+                            30.0, T0)  # fmt: skip
+    await _assert_counts_exact(store)
+    by_tag = {t: sorted(r.id for r in await store.query(RunQuery(tags=(t,)))) for t in "xy"}
+    runs = await store.query(RunQuery())
+    for tag in "xy":
+        assert by_tag[tag] == sorted(r.id for r in runs if tag in r.tags), tag
+
+
 async def test_listings_page_newest_first_across_queues_tags_and_saves(store: Store) -> None:
     runs = [
         finished("t", TaskState.success, T0 + i, queue=f"q{i % 3}", tags=["odd"] if i % 2 else [])

@@ -18,6 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -227,6 +228,13 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
     + ", lease_token = NULL, lease_expires = NULL"
 )
+_COUNT_INSERTED = (
+    "INSERT INTO run_counts (task, queue, state, priority_rank, n) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n"
+)
+_TAG_INSERTED = (
+    "INSERT OR IGNORE INTO run_tags (tag, id) SELECT value, ? FROM json_each(?) WHERE type = 'text'"
+)
 _REWRITE = f"UPDATE runs SET {_SET_COLUMNS} WHERE id = ?"  # keeps the lease
 _RELEASE = f"UPDATE runs SET {_SET_COLUMNS}, lease_token = NULL, lease_expires = NULL WHERE id = ?"
 _FINISH = f"{_RELEASE} AND lease_token = ? AND state = 'running'"
@@ -278,6 +286,40 @@ _COUNTS = "SELECT task, queue, state, priority_rank, n FROM run_counts WHERE n >
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _inserted(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Count and tag rows just inserted into `runs`, in the inserting transaction: what insert
+    triggers would do, which made every insert three times dearer (migration 0008)."""
+    # rows are (id, task, state, queue, priority_rank, ...): see _COLUMNS
+    counts: Counter[tuple[Any, ...]] = Counter((r[1], r[3], r[2], r[4]) for r in rows)
+    conn.executemany(_COUNT_INSERTED, [(*key, n) for key, n in counts.items()])
+    tagged = [(row[0], row[-1]) for row in rows if row[-1] is not None]
+    if tagged:
+        conn.executemany(_TAG_INSERTED, tagged)
+
+
+def _upsert(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write whole records, dropping any lease: rows whose id exists are replaced (their
+    update triggers count them), the others inserted and counted here."""
+    if len(rows) == 1:
+        seen = {i for (i,) in conn.execute("SELECT id FROM runs WHERE id = ?", (rows[0][0],))}
+    else:
+        ids = _json([row[0] for row in rows])
+        query = "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+        seen = {i for (i,) in conn.execute(query, (ids,))}
+    new, replacing = [], []
+    for row in rows:  # an id twice in one call: inserted (and counted) first, then replaced
+        if row[0] in seen:
+            replacing.append(row)
+        else:
+            seen.add(row[0])
+            new.append(row)
+    if new:
+        conn.executemany(_INSERT, new)
+        _inserted(conn, new)
+    if replacing:
+        conn.executemany(_UPSERT, replacing)
 
 
 def _record(run: TaskRun) -> tuple[Any, ...]:
@@ -510,6 +552,7 @@ class SQLiteStore(SQLiteControl):
             if len(batch) == 1 and not batch[0].dedup_key:  # the per-call path: one statement
                 with _immediate(conn):
                     if conn.execute(_INSERT_NEW, rows[0]).rowcount == 1:
+                        _inserted(conn, rows)
                         return list(batch)
                     found = conn.execute("SELECT data FROM runs WHERE id = ?", (batch[0].id,))
                     return [decode_or_stand_in(found.fetchone()[0])]
@@ -547,6 +590,7 @@ class SQLiteStore(SQLiteControl):
                         by_key[run.dedup_key] = row[-1]
                     out.append(run)
                 conn.executemany(_INSERT, new_rows)
+                _inserted(conn, new_rows)
             return out
 
         out = await self._run_here(work, writes=True) if batch else []
@@ -725,7 +769,7 @@ class SQLiteStore(SQLiteControl):
 
         def work(conn: sqlite3.Connection) -> None:
             with _immediate(conn):
-                conn.execute(_UPSERT, (run.id, *_record(run)))
+                _upsert(conn, [(run.id, *_record(run))])
                 conn.execute(
                     "UPDATE runs SET lease_token = ?, lease_expires = ? WHERE id = ?",
                     (token, expires, run.id),
@@ -739,7 +783,7 @@ class SQLiteStore(SQLiteControl):
         def work(conn: sqlite3.Connection) -> None:
             row = (run.id, *_record(run))
             with _immediate(conn):
-                conn.execute(_UPSERT, row)
+                _upsert(conn, [row])
 
         await self._run(work)  # in order with the heartbeats and finishes on the store's thread
         self.notifier.publish_run(run.id)
@@ -751,7 +795,7 @@ class SQLiteStore(SQLiteControl):
 
         def work(conn: sqlite3.Connection) -> None:
             with _immediate(conn):
-                conn.executemany(_UPSERT, rows)
+                _upsert(conn, rows)
 
         await self._run(work)
         for run in runs:

@@ -55,9 +55,10 @@ CREATE INDEX runs_root ON runs (root_run_id, id) WHERE root_run_id IS NOT NULL;
 CREATE INDEX runs_ended ON runs (ended)
     WHERE state IN ('success', 'failure', 'aborted', 'rate_limited');
 
--- Maintained counts: runs per (task, queue, state, priority), kept by triggers in the same
--- transaction as every change to `runs`, so queue depth and state counts cost one small read
--- however many runs the store holds. Exact by construction: no write path can skip them.
+-- Maintained counts: runs per (task, queue, state, priority), kept in the same transaction as
+-- every change to `runs`, so queue depth and state counts cost one small read however many
+-- runs the store holds. Updates and deletes are counted by triggers; inserts by the store
+-- (sqlite.py: _inserted), as an AFTER INSERT trigger tripled the cost of every insert.
 CREATE TABLE run_counts (
     task          TEXT NOT NULL,
     queue         TEXT NOT NULL,
@@ -66,13 +67,6 @@ CREATE TABLE run_counts (
     n             INTEGER NOT NULL,
     PRIMARY KEY (task, queue, state, priority_rank)
 ) WITHOUT ROWID;
-
-CREATE TRIGGER run_counts_insert AFTER INSERT ON runs
-BEGIN
-    INSERT INTO run_counts (task, queue, state, priority_rank, n)
-    VALUES (NEW.task, NEW.queue, NEW.state, NEW.priority_rank, 1)
-    ON CONFLICT DO UPDATE SET n = n + 1;
-END;
 
 CREATE TRIGGER run_counts_delete AFTER DELETE ON runs
 BEGIN
@@ -96,20 +90,15 @@ END;
 
 -- Tags, one row per (tag, run): a tag filter walks (tag, id) newest first instead of reading
 -- every record. The store writes a run's tags into `runs.tags` (a JSON array, NULL for none)
--- with the record, and triggers keep `run_tags` from that column: an untagged run costs them
--- a NULL test, and claims and heartbeats, which rewrite `data` but never `tags`, nothing.
+-- with the record, and triggers keep `run_tags` from that column on update and delete (the
+-- store adds an inserted run's tags itself): an untagged run costs them a NULL test, and
+-- claims and heartbeats, which rewrite `data` but never `tags`, nothing.
 
 CREATE TABLE run_tags (
     tag TEXT NOT NULL,
     id  TEXT NOT NULL,
     PRIMARY KEY (tag, id)
 ) WITHOUT ROWID;
-
-CREATE TRIGGER run_tags_insert AFTER INSERT ON runs WHEN NEW.tags IS NOT NULL
-BEGIN
-    INSERT OR IGNORE INTO run_tags (tag, id)
-    SELECT value, NEW.id FROM json_each(NEW.tags) WHERE type = 'text';
-END;
 
 CREATE TRIGGER run_tags_delete AFTER DELETE ON runs WHEN OLD.tags IS NOT NULL
 BEGIN
