@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from taskloom import TaskConsumer, TaskManager, task
 from taskloom.errors import CorruptRecordError
 from taskloom.ratelimit import RateLimit
-from taskloom.run import TaskPriority, TaskRun, TaskState
+from taskloom.run import Attempt, TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, Lease, RunQuery, Store
 from taskloom.store.base import ACTIVE_STATES, QueueSettings, dt
 from taskloom.testing import run_burst
@@ -141,6 +141,45 @@ async def test_finish_is_fenced_by_lease(store: Store) -> None:
     assert got is not None and got.result == "new" and got.state is TaskState.success
     # completing twice is refused too
     assert await store.finish([(lease2, fresh)]) == [False]
+
+
+async def test_attempts_read_back_whole_after_every_write(store: Store) -> None:
+    """A finished run's last attempt shares its times, worker and error with the run (a
+    record may keep it once); every write and read gives all the attempts back as written."""
+    run = queued()
+    await store.enqueue([run])
+    await store.claim("w1", None, 1, 10, T0)
+    [back] = await store.reclaim(T0 + 11)  # attempt 0 interrupted: its own times and worker
+    [lease] = await store.claim("w2", None, 1, 10, T0 + 12)
+    done = lease.run.record()
+    error = {"type": "ValueError", "message": "boom", "non_retryable": True}
+    done.state, done.end, done.error = TaskState.failure, dt(T0 + 13), error
+    done.attempts.append(
+        Attempt(attempt=0, state=TaskState.failure, start=done.start, end=done.end,
+                worker=done.worker, error=dict(error))
+    )  # fmt: skip
+    assert await store.finish([(lease, done)]) == [True]
+    expected = [a.model_dump() for a in done.attempts]
+    assert [a.state for a in back.attempts] == [TaskState.interrupted]
+    assert len(expected) == 2 and expected[1]["worker"] == "w2"
+
+    async def stored() -> list[dict[str, object]]:
+        got = await store.get(run.id)
+        assert got is not None
+        return [a.model_dump() for a in got.attempts]
+
+    assert await stored() == expected
+    [listed] = [r for r in await store.query(RunQuery(state=TaskState.failure)) if r.id == run.id]
+    assert [a.model_dump() for a in listed.attempts] == expected
+    # a last attempt that differs from the run (it ended before the run was failed by hand)
+    other = done.model_copy(update={"end": dt(T0 + 20), "error": None})
+    other.attempts = [a.model_copy() for a in done.attempts]
+    await store.save(other)
+    got = await store.get(run.id)
+    assert got is not None and got.end == dt(T0 + 20) and got.error is None
+    assert [a.model_dump() for a in got.attempts] == expected
+    await store.save_many([done])
+    assert await stored() == expected
 
 
 async def test_reclaim_leaves_live_leases(store: Store) -> None:

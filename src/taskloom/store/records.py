@@ -27,38 +27,73 @@ UNREADABLE_TASK = "<unreadable>"  # the task name of a stand-in whose record nam
 _NULL_LEFT_OUT = ("parent_id", "dedup_key", "progress", "progress_note", "execute_after", "error")
 
 
-def compact_exclusions(run: TaskRun) -> set[str]:
-    """The fields a stored record leaves out because they hold their default, which reading
-    the record brings back (a root run's `root_run_id` is its own id). Statements and scripts
-    that read one of them from a record treat a missing field as null; `start`, `worker` and
-    `cancel_requested` stay, as claims and reclaims read them. About 280 bytes of a no-op
-    run's record."""
-    out: set[str] = set()
+# An attempt's fields that a finished run's last attempt shares with the run itself.
+_MIRRORED = {"start", "end", "worker", "error"}
+
+
+def _last_attempt_mirrors(run: TaskRun) -> bool:
+    """True if the last attempt's times, worker and error are the run's own (a finished run
+    whose last attempt ended it: nearly every finished run)."""
+    if not run.attempts:
+        return False
+    last = run.attempts[-1]
+    return (
+        last.end is not None
+        and last.end == run.end
+        and last.start == run.start
+        and last.worker == run.worker
+        and last.error == run.error
+    )
+
+
+def compact_exclusions(run: TaskRun) -> dict[str, Any]:
+    """The fields a stored record leaves out because they hold their default, or repeat the
+    run's own fields, which reading the record brings back (`decode_run`).
+
+    A root run's `root_run_id` is its own id. The last attempt of a finished run keeps its
+    number and state only: its start, end, worker and error are the run's (about 100 bytes,
+    and on Redis it keeps the hash in its compact encoding). An attempt never ends without an
+    end time, so a stored attempt without one is such a mirror. Statements and scripts that
+    read an absent field treat it as null; `start`, `worker` and `cancel_requested` stay, as
+    claims and reclaims read them. About 380 bytes of a finished no-op run's record.
+    """
+    out: dict[str, Any] = {}
     for name in _NULL_LEFT_OUT:
         if getattr(run, name) is None:
-            out.add(name)
+            out[name] = True
     if run.root_run_id == run.id:
-        out.add("root_run_id")
+        out["root_run_id"] = True
     if run.rate_limit_attempt == 0:
-        out.add("rate_limit_attempt")
+        out["rate_limit_attempt"] = True
     if run.from_run_id is None:
-        out.add("from_run_id")
+        out["from_run_id"] = True
     if run.result is None:
-        out.add("result")
+        out["result"] = True
     if run.cache_hit is False:
-        out.add("cache_hit")
+        out["cache_hit"] = True
     if not run.tags:
-        out.add("tags")
+        out["tags"] = True
     if not run.metrics:
-        out.add("metrics")
+        out["metrics"] = True
     if not run.trace:
-        out.add("trace")
+        out["trace"] = True
+    if _last_attempt_mirrors(run):
+        out["attempts"] = {-1: _MIRRORED}
     return out
 
 
 def encode_run(run: TaskRun) -> str:
     """The JSON a store keeps for `run` (one pydantic-core call, defaults left out)."""
     return run.model_dump_json(exclude=compact_exclusions(run))
+
+
+def _restore_mirror(run: TaskRun) -> TaskRun:
+    """`run` with its last attempt's mirrored fields filled back in from the run."""
+    last = run.attempts[-1]
+    if last.end is None:
+        last.start, last.end, last.worker = run.start, run.end, run.worker
+        last.error = dict(run.error) if run.error is not None else None
+    return run
 
 
 def _describe(exc: ValidationError) -> str:
@@ -89,10 +124,11 @@ def decode_run(data: str | bytes, run_id: str | None = None) -> TaskRun:
     the run even if the JSON is too broken to say which one it was.
     """
     try:
-        return TaskRun.model_validate_json(data)
+        run = TaskRun.model_validate_json(data)
     except ValidationError as exc:
         known = run_id or _salvage(data).get("id") or "?"
         raise CorruptRecordError(known, _describe(exc)) from None
+    return _restore_mirror(run) if run.attempts else run
 
 
 def unreadable_run(
