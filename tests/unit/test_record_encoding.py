@@ -55,3 +55,13 @@ def test_earlier_attempts_are_kept_whole() -> None:
     stored = orjson.loads(encode_run(run))["attempts"]
     assert stored[0]["worker"] == "other:1" and "worker" not in stored[1]
     assert decode_run(encode_run(run)) == run
+
+
+def test_only_a_finished_runs_last_attempt_is_compacted() -> None:
+    """A claim or reclaim inside the store changes a live record's worker and state without
+    decoding it, so a live run keeps its attempts whole whatever they hold."""
+    run = finished()
+    run.state = TaskState.running
+    assert orjson.loads(encode_run(run))["attempts"][-1]["worker"] == "host:42"
+    run.state = TaskState.failure  # finished, but not by that (successful) attempt
+    assert orjson.loads(encode_run(run))["attempts"][-1]["worker"] == "host:42"

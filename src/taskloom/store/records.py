@@ -32,13 +32,15 @@ _MIRRORED = {"start", "end", "worker", "error"}
 
 
 def _last_attempt_mirrors(run: TaskRun) -> bool:
-    """True if the last attempt's times, worker and error are the run's own (a finished run
-    whose last attempt ended it: nearly every finished run)."""
-    if not run.attempts:
+    """True if the run is finished and its last attempt ended it: same state, times, worker
+    and error (nearly every finished run). Only such records are compacted, as a finished
+    record is changed by whole writes only, never by a claim or reclaim inside the store."""
+    if not run.attempts or not run.state.is_done:
         return False
     last = run.attempts[-1]
     return (
         last.end is not None
+        and last.state is run.state
         and last.end == run.end
         and last.start == run.start
         and last.worker == run.worker
