@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -50,7 +51,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     quick = f"smoke run: n={QUICK_N}, 1 rep, SQLite, taskloom vs huey, no s2/s4"
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--stores", help=f"comma list of {','.join(STORES)}")
-    parser.add_argument("--peers", help=f"comma list of {','.join(PEERS)} (default: all)")
+    parser.add_argument("--peers", help=f"comma list of {','.join(PEERS)}, or none (default: all)")
     parser.add_argument("--phases", help=f"comma list of {','.join(ALL_PHASES)}")
     parser.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
     parser.add_argument("--n", type=int, help=f"runs per sample (default 10000; quick {QUICK_N})")
@@ -67,6 +68,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--postgres", default=os.environ.get(
         "BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))  # fmt: skip
     return parser.parse_args(argv)
+
+
+def _checked(kind: str, names: list[str] | None, known: Sequence[str]) -> list[str] | None:
+    """`names` if each is one of `known`; else exit with the unknown ones named."""
+    unknown = [name for name in names or () if name not in known]
+    if unknown:
+        raise SystemExit(
+            f"python -m bench: unknown {kind} {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return names
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -106,11 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         failed = venv.setup(say)
         say(f"bench/.venv ready; failed: {', '.join(failed) or 'none'}")
         return 1 if failed else 0
+    # names are checked before anything runs (or re-executes in bench/.venv)
+    quick = args.quick
+    stores = _checked("store", _split(args.stores), STORES) or (
+        ["sqlite"] if quick else list(STORES)
+    )
+    if args.peers == "none":  # taskloom alone
+        wanted: list[str] = []
+    else:
+        wanted = _checked("peer", _split(args.peers), PEERS) or (["huey"] if quick else list(PEERS))
+    phases = _checked("phase", _split(args.phases), ALL_PHASES)
     if venv.exists() and not venv.in_venv():
         venv.reexec(argv)
-    quick = args.quick
-    stores = _split(args.stores) or (["sqlite"] if quick else list(STORES))
-    wanted = _split(args.peers) or (["huey"] if quick else list(PEERS))
     notes = []
     if quick and "huey" in wanted and not venv.quick_huey(say):
         notes.append("huey could not be installed for the quick run: taskloom only")
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         sleep_runs=min(1000, n), workdir=args.workdir,
     )  # fmt: skip
     default_phases = QUICK_PHASES if quick else ALL_PHASES
-    plan = Plan(stores, ["taskloom", *peers], settings, _split(args.phases) or default_phases,
+    plan = Plan(stores, ["taskloom", *peers], settings, phases or default_phases,
                 args.redis, args.postgres, args.redis_cluster)  # fmt: skip
     started = time.time()
     load_start = _loadavg()

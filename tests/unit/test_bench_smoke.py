@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+from bench.__main__ import main
 from bench.peers import installed
 from bench.phases import PHASES, Settings
 from bench.report import render
@@ -74,3 +76,13 @@ def test_unavailable_store_becomes_a_note(tmp_path: Path) -> None:
     report = asyncio.run(run(plan))
     assert report.measurements == []
     assert report.notes and report.notes[0].startswith("redis skipped")
+
+
+def test_an_unknown_store_peer_or_phase_is_named_before_anything_runs() -> None:
+    for argv, name in (
+        (["--stores", "mysql"], "unknown store mysql"),
+        (["--peers", "huey,nope"], "unknown peer nope"),
+        (["--phases", "a,z"], "unknown phase z"),
+    ):
+        with pytest.raises(SystemExit, match=name):
+            main(argv)
