@@ -160,9 +160,12 @@ async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, fl
 
 
 def _finished_run(i: int, t0: float) -> TaskRun:
-    """A no-op run as a worker leaves it finished."""
-    start, end = dt(t0 + i * 1e-4), dt(t0 + i * 1e-4 + 5e-5)
+    """A no-op run as a worker leaves it finished; its id made when it was queued, as
+    `new_run_id()` makes ids (100 ns ticks, then random digits)."""
+    at = t0 + i * 1e-4
+    start, end = dt(at), dt(at + 5e-5)
     return TaskRun(
+        id=f"{int(at * 1e7):014x}{uuid.uuid4().hex[:18]}",
         task="noop",
         params={"i": i},
         state=TaskState.success,

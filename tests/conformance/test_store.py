@@ -710,6 +710,36 @@ async def test_purge_filters_takes_children_and_run_logs_and_spares_active_runs(
     assert {r.id for r in await store.query(RunQuery())} == {live_kid.id, recent.id, old_queued.id}
 
 
+async def test_purge_finds_finished_runs_whatever_their_ids(store: Store) -> None:
+    """Ids made by taskloom sort by creation time and runs end after they are made; purge may
+    rely on that only where it holds. Ids chosen by hand, an id whose time is later than the
+    run's end, and such an id quoted in JSON must all be found."""
+    cutoff = T0 + 100
+    old = [
+        finished("t", TaskState.success, T0),  # a made id
+        finished("t", TaskState.failure, T0, id="custom-run-1"),
+        finished("t", TaskState.aborted, T0, id="F" * 32),  # upper case: not a made id
+        finished("t", TaskState.success, T0, id="f" * 32),  # its time is centuries away
+        finished("t", TaskState.rate_limited, T0, id='000000000000 "quoted" \\ id'),
+        finished("t", TaskState.success, 1_000_000_000.0),  # ended before its id was made
+    ]
+    young = [
+        finished("t", TaskState.success, T0 + 500),
+        finished("t", TaskState.success, T0 + 500, id="custom-run-2"),
+    ]
+    for run in old + young:
+        await store.save(run)
+    got = await store.get(old[4].id)
+    assert got is not None and got.id == old[4].id
+    assert await store.purge(1_000_000_001.0) == 1
+    assert await store.purge(cutoff, limit=2) == 2
+    assert await store.purge(cutoff) == 3
+    assert await store.purge(cutoff) == 0
+    left = {r.id for r in await store.query(RunQuery())}
+    assert left == {r.id for r in young}
+    assert await store.purge(T0 + 501) == 2
+
+
 async def test_purge_works_in_batches(store: Store) -> None:
     for _ in range(5):
         await store.save(finished("t", TaskState.success, T0))

@@ -102,3 +102,29 @@ async def test_a_waiter_gets_the_finished_record_in_the_message(
     assert waiter._pushed == {}
     again = await waiter.get(run.id)  # nobody waits any more: read from the server
     assert again == got
+
+
+async def test_a_finished_run_is_stored_compactly(
+    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
+) -> None:
+    """What keeps a finished run under 1 KB here: a hash in Redis's listpack encoding without
+    the id (the key names it) or a ready-queue score, and no `ended` entry for a run whose
+    id is time-ordered (purge finds it through its state's index); a hand-made id keeps one."""
+    a, _b, raw = stores
+    runs = [
+        TaskRun(task="t", state=TaskState.queued, queued=dt(T0)),
+        TaskRun(id="by-hand", task="t", state=TaskState.queued, queued=dt(T0)),
+    ]
+    await a.enqueue(runs)
+    for lease in await a.claim("w", None, 2, 30, T0):
+        done = lease.run.record()
+        done.state, done.end, done.result = TaskState.success, dt(T0 + 1), 1
+        assert await a.finish([(lease, done)]) == [True]
+    made = f"{a.prefix}run:{runs[0].id}"
+    assert await raw.object("encoding", made) == b"listpack"
+    fields = set(await raw.hkeys(made))
+    assert b"id" not in fields and b"_score" not in fields and b"_end" in fields
+    assert await raw.zrange(f"{a.prefix}ended", 0, -1) == [b"by-hand"]
+    got = await a.get(runs[0].id)
+    assert got is not None and got.id == runs[0].id and got.result == 1
+    assert await a.purge(T0 + 2) == 2

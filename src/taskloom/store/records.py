@@ -35,7 +35,7 @@ def _last_attempt_mirrors(run: TaskRun) -> bool:
     """True if the run is finished and its last attempt ended it: same state, times, worker
     and error (nearly every finished run). Only such records are compacted, as a finished
     record is changed by whole writes only, never by a claim or reclaim inside the store."""
-    if not run.attempts or not run.state.is_done:
+    if not run.attempts:
         return False
     last = run.attempts[-1]
     return (
@@ -56,8 +56,9 @@ def compact_exclusions(run: TaskRun) -> dict[str, Any]:
     number and state only: its start, end, worker and error are the run's (about 100 bytes,
     and on Redis it keeps the hash in its compact encoding). An attempt never ends without an
     end time, so a stored attempt without one is such a mirror. Statements and scripts that
-    read an absent field treat it as null; `start`, `worker` and `cancel_requested` stay, as
-    claims and reclaims read them. About 380 bytes of a finished no-op run's record.
+    read an absent field treat it as null; a live run keeps `start`, `worker`,
+    `retry_attempt` and `cancel_requested`, as claims, heartbeats and reclaims read them. About
+    420 bytes of a finished no-op run's record.
     """
     out: dict[str, Any] = {}
     for name in _NULL_LEFT_OUT:
@@ -79,8 +80,13 @@ def compact_exclusions(run: TaskRun) -> dict[str, Any]:
         out["metrics"] = True
     if not run.trace:
         out["trace"] = True
-    if _last_attempt_mirrors(run):
-        out["attempts"] = {-1: _MIRRORED}
+    if run.state.is_done:  # read inside the store only while the run is live
+        if run.cancel_requested is False:
+            out["cancel_requested"] = True
+        if run.retry_attempt == 0:
+            out["retry_attempt"] = True
+        if _last_attempt_mirrors(run):
+            out["attempts"] = {-1: _MIRRORED}
     return out
 
 

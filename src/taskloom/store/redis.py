@@ -7,9 +7,10 @@ time is the ``now`` float passed in (never Redis TIME), so a fake clock drives t
 Keys (``P`` is the prefix)::
 
   P run:<id>                 hash: the run record, one field per TaskRun field holding that
-                             field's JSON (``"state" -> '"queued"'``), plus control fields
-                             starting with ``_``: ``_score`` (ready-queue score), ``_after``
-                             (execute_after, Unix s), ``_end`` (end, Unix s), ``_token`` (lease)
+                             field's JSON (``"state" -> '"queued"'``; not ``id``: the key names
+                             it), plus control fields starting with ``_``: ``_score``
+                             (ready-queue score; live runs only), ``_after`` (execute_after,
+                             Unix s), ``_end`` (end, Unix s), ``_token`` (lease)
   P ready:<queue>            zset of due queued runs, score = rank * 1e11 + (execute_after or
                              queued): ZRANGE gives priority, then FIFO, then id
   P delayed:<queue>          zset of queued runs with an execute_after, score = execute_after;
@@ -26,7 +27,9 @@ Keys (``P`` is the prefix)::
   P counts                   hash task US queue US state US priority -> runs (US: byte 31),
                              kept by every script that changes a run
   P runs                     (older layout) every run id; moved to idx:queue:<q> on connect
-  P ended                    zset finished run id -> end, for purge
+  P ended                    zset finished run id -> end, for purge: only runs whose id is not
+                             time-ordered up to their end (ids chosen by hand); purge finds
+                             the others in idx:state:<finished state>, in id order
   P slot:<name>              zset holder -> expiry;  P holds:<holder>  set of slot names held
   P lock:<name>              hash holder, expires
   P kv:<key>                 hash v (value), x (expiry or "")
@@ -153,20 +156,31 @@ _FIELD_NAMES: dict[str, bytes] = {name: name.encode() for name in TaskRun.model_
 
 def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     """ARGV items for one run: id, dedup key or "", and its fields packed for the scripts'
-    write(): name, JSON value, name, ... joined by byte 31."""
-    values = run.model_dump(mode="json", exclude=compact_exclusions(run))
+    write(): name, JSON value, name, ... joined by byte 31. The id is the key's, not a field
+    (record() puts it back), and a finished run has no ready-queue score: both save bytes."""
+    exclude = compact_exclusions(run)
+    exclude["id"] = True
+    values = run.model_dump(mode="json", exclude=exclude)
     # zip/map/chain keep the per-field loop in C: this runs once per queued or finished run
     names = map(_FIELD_NAMES.__getitem__, values)
     parts = list(chain.from_iterable(zip(names, map(orjson.dumps, values.values()), strict=True)))
     # same order as MemoryStore: priority, then execute_after or queued time (then id)
-    at = ts(run.execute_after) or ts(run.queued) or 0.0
-    score = run.priority.rank * RANK_SPAN + min(max(at, 0.0), RANK_SPAN - 1)
-    parts += [b"_score", _num(score).encode()]
+    if not run.state.is_done:  # a run that may be queued again keeps its place in line
+        at = ts(run.execute_after) or ts(run.queued) or 0.0
+        score = run.priority.rank * RANK_SPAN + min(max(at, 0.0), RANK_SPAN - 1)
+        parts += [b"_score", _num(score).encode()]
     if run.execute_after is not None:
         parts += [b"_after", _num(run.execute_after.timestamp()).encode()]
     if run.end is not None:
         parts += [b"_end", _num(run.end.timestamp()).encode()]
     return run.id, run.dedup_key or "", b"\x1f".join(parts)
+
+
+def _id_bound(before: float) -> str:
+    """The least 12-character id prefix of a run made at `before` or later: `new_run_id()`'s
+    first 12 hex digits count 25.6 µs ticks (prelude.lua's walkable()). One tick more than
+    the arithmetic needs: a float rounded the other way must not hide a run."""
+    return f"{int(before / 2.56e-5) + 2:012x}"
 
 
 def _decode(blob: bytes, run_id: str | None = None) -> TaskRun:
@@ -725,20 +739,26 @@ class RedisStore(RedisControl):
         limit: int | None = None,
     ) -> int:
         """Delete finished runs that ended before `before`; each script call looks at a
-        bounded slice of the `ended` index, so none blocks Redis long."""
-        total = offset = 0
+        bounded slice of one source (zset `ended`, then each finished state's index up to the
+        ids made before `before`), so none blocks Redis long."""
+        total = 0
         filters = [state.value if state else "", task or "", *skip_tasks]
-        while True:
-            cap = RECLAIM_BATCH if limit is None else min(RECLAIM_BATCH, limit - total)
-            if cap <= 0:
-                return total
-            deleted, looked, kept = await self._run(
-                "purge", [_num(before), cap, offset, RECLAIM_BATCH, *filters]
-            )
-            total += int(deleted)
-            offset += int(kept)  # what did not match stays in front of the rest
-            if int(looked) < RECLAIM_BATCH and int(deleted) < cap:
-                return total
+        bound = _id_bound(before)
+        states = [state.value] if state else [s.value for s in TaskState if s.is_done]
+        for source in ["", *states]:
+            offset = 0
+            while True:
+                cap = RECLAIM_BATCH if limit is None else min(RECLAIM_BATCH, limit - total)
+                if cap <= 0:
+                    return total
+                deleted, looked, kept = await self._run(
+                    "purge", [_num(before), cap, offset, RECLAIM_BATCH, source, bound, *filters]
+                )
+                total += int(deleted)
+                offset += int(kept)  # what did not match stays in front of the rest
+                if int(looked) < RECLAIM_BATCH and int(deleted) < cap:
+                    break
+        return total
 
     # -- coordination -----------------------------------------------------------------------------
     async def acquire_slot(

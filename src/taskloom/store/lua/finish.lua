@@ -9,8 +9,11 @@ for i = 2, #ARGV, 3 do
     local old = view(key)
     -- also drops _token: the lease is released
     local new = fields_view(write(key, ARGV[i + 2]))
-    local cancel = f[3] == 'true' and not DONE[new.state]
-    redis.call('HSET', key, 'cancel_requested', cancel and 'true' or 'false')
+    if DONE[new.state] then  -- a request to cancel a finished run means nothing (absent: false)
+      redis.call('HDEL', key, 'cancel_requested')
+    else  -- a request that came during the attempt holds for the next one
+      redis.call('HSET', key, 'cancel_requested', f[3] == 'true' and 'true' or 'false')
+    end
     redis.call('ZREM', P .. 'leases', id)
     reindex(id, old, new)
     if new.state == 'queued' then

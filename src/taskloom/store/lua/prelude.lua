@@ -13,17 +13,30 @@ local function jstr(v)
   return cjson.decode(v)
 end
 
--- The record in hash `key` as one JSON object (false if missing); '_' fields are control.
+-- The record in hash `key` (P..'run:'..id) as one JSON object (false if missing); '_' fields
+-- are control. The id comes from the key: a record does not store it (an older one may).
 local function record(key)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return false end
-  local parts = {}
+  local id = string.sub(key, #P + 5)
+  if string.find(id, '[%c"\\]') then id = cjson.encode(id) else id = '"' .. id .. '"' end
+  local parts = {'"id":' .. id}
   for i = 1, #flat, 2 do
-    if string.byte(flat[i], 1) ~= 95 then
-      parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1]
+    local name = flat[i]
+    if string.byte(name, 1) ~= 95 and name ~= 'id' then
+      parts[#parts + 1] = '"' .. name .. '":' .. flat[i + 1]
     end
   end
   return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- True if run `id` is found by purge's walk of the state indexes: its first 12 characters are
+-- lowercase hex time (new_run_id(): 25.6 µs ticks; a child keeps its parent's) no later than
+-- `ended`, the run's end. Other runs (ids chosen by hand) are kept in zset P..'ended' instead.
+local function walkable(id, ended)
+  local stamp = string.sub(id, 1, 12)
+  if #stamp < 12 or string.find(stamp, '[^0-9a-f]') then return false end
+  return tonumber(stamp, 16) * 2.56e-5 <= tonumber(ended)
 end
 
 -- A view (below) from the raw field values of a record (`f`: name -> JSON), nil if no state.
@@ -101,10 +114,14 @@ local function reindex(id, old, new)
       redis.call('ZADD', P .. 'ready:' .. new.queue, new.score, id)
     end
   end
+  -- finished runs are found by purge in idx:state:<state> (walkable) or in zset 'ended'
   local was = old and DONE[old.state] and old.ended
   local now = new and DONE[new.state] and new.ended
-  if was and not now then redis.call('ZREM', P .. 'ended', id) end
-  if now then redis.call('ZADD', P .. 'ended', now, id) end
+  if now and not walkable(id, now) then
+    redis.call('ZADD', P .. 'ended', now, id)
+  elseif was then
+    redis.call('ZREM', P .. 'ended', id)
+  end
 end
 
 -- Replace every field of hash `key` with those packed in `packed`: name US json US name US
