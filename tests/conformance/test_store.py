@@ -740,6 +740,15 @@ async def test_purge_finds_finished_runs_whatever_their_ids(store: Store) -> Non
     assert await store.purge(T0 + 501) == 2
 
 
+async def test_purge_takes_any_cutoff(store: Store) -> None:
+    runs = [finished("t", TaskState.success, T0), finished("t", TaskState.failure, T0 + 1e9)]
+    for run in runs:
+        await store.save(run)
+    assert await store.purge(0.0) == 0
+    assert await store.purge(float("-inf")) == 0
+    assert await store.purge(float("inf")) == 2
+
+
 async def test_purge_works_in_batches(store: Store) -> None:
     for _ in range(5):
         await store.save(finished("t", TaskState.success, T0))

@@ -176,11 +176,20 @@ def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     return run.id, run.dedup_key or "", b"\x1f".join(parts)
 
 
+_ID_TICKS = 16**12  # the 12-hex-digit time prefix of a made run id
+
+
 def _id_bound(before: float) -> str:
     """The least 12-character id prefix of a run made at `before` or later: `new_run_id()`'s
     first 12 hex digits count 25.6 µs ticks (prelude.lua's walkable()). One tick more than
-    the arithmetic needs: a float rounded the other way must not hide a run."""
-    return f"{int(before / 2.56e-5) + 2:012x}"
+    the arithmetic needs: a float rounded the other way must not hide a run. Past the 12
+    digits' range (about the year 9100, or an infinite cutoff) every made id is below "g"."""
+    if not before > 0:  # nothing ended before (NaN included): no id is below "0"
+        return "0"
+    ticks = before / 2.56e-5
+    if ticks >= _ID_TICKS - 2:
+        return "g"
+    return f"{int(ticks) + 2:012x}"
 
 
 def _decode(blob: bytes, run_id: str | None = None) -> TaskRun:
