@@ -744,9 +744,12 @@ async def test_purge_takes_any_cutoff(store: Store) -> None:
     runs = [finished("t", TaskState.success, T0), finished("t", TaskState.failure, T0 + 1e9)]
     for run in runs:
         await store.save(run)
+    await store.enqueue([queued()])
     assert await store.purge(0.0) == 0
     assert await store.purge(float("-inf")) == 0
+    assert await store.purge(float("inf"), state=TaskState.queued) == 0  # only finished runs
     assert await store.purge(float("inf")) == 2
+    assert len(await store.query(RunQuery(state=TaskState.queued))) == 1
 
 
 async def test_purge_works_in_batches(store: Store) -> None:

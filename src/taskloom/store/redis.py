@@ -750,6 +750,8 @@ class RedisStore(RedisControl):
         """Delete finished runs that ended before `before`; each script call looks at a
         bounded slice of one source (zset `ended`, then each finished state's index up to the
         ids made before `before`), so none blocks Redis long."""
+        if state is not None and not state.is_done:
+            return 0  # only finished runs are ever purged
         total = 0
         filters = [state.value if state else "", task or "", *skip_tasks]
         bound = _id_bound(before)
