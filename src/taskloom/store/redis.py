@@ -180,10 +180,11 @@ _ID_TICKS = 16**12  # the 12-hex-digit time prefix of a made run id
 
 
 def _id_bound(before: float) -> str:
-    """The least 12-character id prefix of a run made at `before` or later: `new_run_id()`'s
-    first 12 hex digits count 25.6 µs ticks (prelude.lua's walkable()). One tick more than
-    the arithmetic needs: a float rounded the other way must not hide a run. Past the 12
-    digits' range (about the year 9100, or an infinite cutoff) every made id is below "g"."""
+    """A 12-character id prefix above the made id of every run that ended before `before`:
+    `new_run_id()`'s first 12 hex digits count 25.6 µs ticks, and a walkable() run's id time
+    is no later than its end (prelude.lua). One tick more than the arithmetic needs: a float
+    rounded the other way must not hide a run. Past the 12 digits' range (the year
+    2198, or an infinite cutoff) every made id is below "g"."""
     if not before > 0:  # nothing ended before (NaN included): no id is below "0"
         return "0"
     ticks = before / 2.56e-5
