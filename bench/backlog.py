@@ -49,7 +49,7 @@ import httpx  # noqa: E402
 
 from taskloom import TaskManager, task  # noqa: E402
 from taskloom.api import create_app  # noqa: E402
-from taskloom.run import Attempt, TaskRun, TaskState  # noqa: E402
+from taskloom.run import Attempt, TaskRun, TaskState, run_id_at  # noqa: E402
 from taskloom.store.base import dt  # noqa: E402
 
 URLS = {
@@ -160,12 +160,11 @@ async def measure(kind: str, n: int, workdir: str, vacuum: bool) -> dict[str, fl
 
 
 def _finished_run(i: int, t0: float) -> TaskRun:
-    """A no-op run as a worker leaves it finished; its id made when it was queued, as
-    `new_run_id()` makes ids (100 ns ticks, then random digits)."""
+    """A no-op run as a worker leaves it finished, its id made when it was queued."""
     at = t0 + i * 1e-4
     start, end = dt(at), dt(at + 5e-5)
     return TaskRun(
-        id=f"{int(at * 1e7):014x}{uuid.uuid4().hex[:18]}",
+        id=run_id_at(at),
         task="noop",
         params={"i": i},
         state=TaskState.success,

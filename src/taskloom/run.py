@@ -74,6 +74,11 @@ def new_run_id() -> str:
     return f"{time.time_ns() // 100:014x}{_secrets.token_hex(9)}"
 
 
+def run_id_at(seconds: float) -> str:
+    """A `new_run_id()` as if made at Unix time `seconds` (records written after the fact)."""
+    return f"{int(seconds * 1e7):014x}{_secrets.token_hex(9)}"
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
-from taskloom.run import Attempt, TaskRun, TaskState
+from taskloom.run import Attempt, TaskRun, TaskState, new_run_id, run_id_at
 from taskloom.store.base import dt
 from taskloom.store.records import decode_run, encode_run
 
@@ -65,3 +67,10 @@ def test_only_a_finished_runs_last_attempt_is_compacted() -> None:
     assert orjson.loads(encode_run(run))["attempts"][-1]["worker"] == "host:42"
     run.state = TaskState.failure  # finished, but not by that (successful) attempt
     assert orjson.loads(encode_run(run))["attempts"][-1]["worker"] == "host:42"
+
+
+def test_an_id_made_for_a_past_time_sorts_among_ids_made_then() -> None:
+    before = run_id_at(time.time() - 1)
+    now = new_run_id()
+    later = run_id_at(time.time() + 1)
+    assert before < now < later and len(before) == len(now) == len(later) == 32

@@ -32,9 +32,9 @@ _MIRRORED = {"start", "end", "worker", "error"}
 
 
 def _last_attempt_mirrors(run: TaskRun) -> bool:
-    """True if the run is finished and its last attempt ended it: same state, times, worker
-    and error (nearly every finished run). Only such records are compacted, as a finished
-    record is changed by whole writes only, never by a claim or reclaim inside the store."""
+    """True if the last attempt ended the run: same state, times, worker and error (nearly
+    every finished run). Only finished records are compacted so, as they are changed by whole
+    writes only, never by a claim or reclaim inside the store."""
     if not run.attempts:
         return False
     last = run.attempts[-1]
