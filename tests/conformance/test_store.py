@@ -182,6 +182,39 @@ async def test_attempts_read_back_whole_after_every_write(store: Store) -> None:
     assert await stored() == expected
 
 
+async def test_fields_kept_beside_the_record_read_back_as_written(store: Store) -> None:
+    """Stores may keep some fields in columns or keys rather than in the record (id, task,
+    queue, priority, queued, end): odd names, a run never queued and microsecond times all
+    come back from every write and read path."""
+    odd = 'ta"sk\\ü'
+    live = queued(odd, queue='q"ü', priority=TaskPriority.high, params={"x": 1})
+    live.queued = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert await store.enqueue([live]) == [live]
+    [lease] = await store.claim("w", None, 1, 10, T0)
+    assert (lease.run.task, lease.run.queue, lease.run.priority, lease.run.queued) == (
+        odd, 'q"ü', TaskPriority.high, live.queued,
+    )  # fmt: skip
+    done = lease.run.record()
+    done.state, done.end, done.result = TaskState.success, dt(T0 + 1.000001), [1, 2]
+    assert await store.finish([(lease, done)]) == [True]
+    never_queued = TaskRun(
+        task=odd, queue="q2", state=TaskState.failure, start=dt(T0 + 2.5), end=dt(T0 + 3),
+        worker="local", priority=TaskPriority.low,
+    )  # fmt: skip
+    await store.save(never_queued)
+    for want in (done, never_queued):
+        got = await store.get(want.id)
+        assert got is not None and got.model_dump() == want.model_dump()
+        [listed] = [r for r in await store.query(RunQuery(task=odd)) if r.id == want.id]
+        assert listed.model_dump() == want.model_dump()
+    cancelled = queued(odd, queue='q"ü')
+    await store.enqueue([cancelled])
+    aborted = await store.request_cancel(cancelled.id, T0 + 4)
+    assert aborted is not None and aborted.state is TaskState.aborted
+    assert (aborted.task, aborted.queue, aborted.end) == (odd, 'q"ü', dt(T0 + 4))
+    assert aborted.queued == cancelled.queued
+
+
 async def test_reclaim_leaves_live_leases(store: Store) -> None:
     await store.enqueue([queued()])
     [lease] = await store.claim("w", None, 1, 10, T0)

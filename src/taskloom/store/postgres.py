@@ -3,7 +3,8 @@
 Every table lives in one schema (URL parameter `schema`, default `taskloom`), set as the
 `search_path` of each pooled connection, so tests and apps can share a database. The SQL lives
 in `sql/postgres/`: `queries.sql` (named queries), `schema.sql` and numbered `migrations/`.
-Each run is a row of indexed columns plus `data`, the full record as JSON; every batch call
+Each run is a row of indexed columns plus `data`, the record as JSON without the fields the
+columns hold for good (`_json`, `_record`); every batch call
 (enqueue, claim, heartbeat, finish) is one statement, hence one round trip.
 """
 
@@ -42,7 +43,7 @@ from .base import (
     ts,
 )  # fmt: skip
 from .postgres_control import PostgresControl
-from .records import claimed, decode_or_stand_in, decode_run, encode_run
+from .records import claimed, compact_exclusions, decode_or_stand_in, decode_run
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -134,12 +135,49 @@ def _dying(exc: BaseException) -> bool:
 
 
 # -- rows -----------------------------------------------------------------------------------------
+# Fields a row's columns hold for a run's whole life: its `data` leaves them out.
+_IN_COLUMNS = {"id": True, "task": True, "queue": True, "priority": True}
+_PRIORITY_JSON = {p.rank: f'"{p.value}"' for p in TaskPriority}
+
+
 def _json(run: TaskRun) -> str:
-    return encode_run(run)
+    """The row's `data`: the compact record less what the columns hold (see schema.sql).
+    `queued` is left to the `created` column only when set: a run without one keeps an
+    explicit null, which wins over `created` (then its start) on reading."""
+    exclude = compact_exclusions(run) | _IN_COLUMNS
+    if run.queued is not None:
+        exclude["queued"] = True
+    if run.end is not None:
+        exclude["end"] = True
+    return run.model_dump_json(exclude=exclude)
 
 
-def _load(data: str, run_id: str) -> TaskRun:
-    return decode_run(data, run_id)
+def _record(row: Record) -> str:
+    """The whole JSON record of a row: the column-held fields in front of `data`, whose own
+    keys (rows written before migration 0008) come later and so win."""
+    parts = [
+        '{"id":', orjson.dumps(row["id"]).decode(),
+        ',"task":', orjson.dumps(row["task"]).decode(),
+        ',"queue":', orjson.dumps(row["queue"]).decode(),
+        ',"priority":', _PRIORITY_JSON[row["priority_rank"]],
+    ]  # fmt: skip
+    if (created := row["created"]) is not None:
+        parts += (',"queued":"', _iso(created), '"')
+    if (ended := row["ended"]) is not None:
+        parts += (',"end":"', _iso(ended), '"')
+    body = row["data"][1:].lstrip()
+    if not body.startswith("}"):
+        parts.append(",")
+    parts.append(body)
+    return "".join(parts)
+
+
+def _load(row: Record) -> TaskRun:
+    return decode_run(_record(row), row["id"])
+
+
+def _load_or_stand_in(row: Record) -> TaskRun:
+    return decode_or_stand_in(_record(row), row["id"])
 
 
 def _iso(seconds: float) -> str:
@@ -437,7 +475,7 @@ class PostgresStore(PostgresControl):
                     [c.id for c in skipped],
                     [c.dedup_key for c in skipped if c.dedup_key],
                 )
-                existing = {(r["kind"], r["match"]): decode_or_stand_in(r["data"]) for r in found}
+                existing = {(r["kind"], r["match"]): _load_or_stand_in(r) for r in found}
             return inserted, existing
 
         # Idempotent: a retry finds the rows the lost attempt inserted and returns them.
@@ -498,7 +536,7 @@ class PostgresStore(PostgresControl):
             key=lambda r: (r["priority_rank"], r["due"], r["id"]),
         )
         leases, unreadable = claimed(
-            ((r["id"], r["lease_token"], r["data"]) for r in rows), expires, now
+            ((r["id"], r["lease_token"], _record(r)) for r in rows), expires, now
         )
         if unreadable:
             await self.finish(unreadable)
@@ -577,7 +615,7 @@ class PostgresStore(PostgresControl):
         # A retry after a lost reply returns only what it requeued itself; the rest is queued.
         rows = await self._run(op)
         # an unreadable record stays queued: the claim that takes it fails it
-        out = [decode_or_stand_in(r["data"], r["id"]) for r in rows]
+        out = [_load_or_stand_in(r) for r in rows]
         out = [run for run in out if run.state is TaskState.queued]
         for run in out:
             self.notifier.publish_run(run.id)
@@ -642,14 +680,14 @@ class PostgresStore(PostgresControl):
 
     async def get(self, run_id: str) -> TaskRun | None:
         """One run, or None."""
-        data = await self._run(lambda conn: conn.fetchval(self._q["get"], run_id))
-        return None if data is None else _load(data, run_id)
+        row = await self._run(lambda conn: conn.fetchrow(self._q["get"], run_id))
+        return None if row is None else _load(row)
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
         """Runs matching `q`, newest first."""
         sql, args = _query_sql(q)
         rows: list[Record] = await self._run(lambda conn: conn.fetch(sql, *args))
-        return [decode_or_stand_in(r["data"], r["id"]) for r in rows]
+        return [_load_or_stand_in(r) for r in rows]
 
     async def queue_length(self, queue: str | None) -> dict[TaskPriority, int]:
         """Queued runs by priority."""
@@ -676,7 +714,7 @@ class PostgresStore(PostgresControl):
         if row is None:
             return None
         self.notifier.publish_run(run_id)
-        return _load(row["data"], run_id)
+        return _load(row)
 
     async def purge(
         self,
@@ -812,10 +850,10 @@ def _query_sql(q: RunQuery) -> tuple[str, list[Any]]:
         add("created >= ?", q.since.timestamp())
     if q.before is not None:
         add("created < ?", q.before.timestamp())
-    if q.tags:
-        add("tags @> ?::text[]", list(q.tags))
+    if q.tags:  # the predicate of runs_tags_idx, which holds tagged runs only
+        add("tags @> ?::text[] AND tags <> '{}'::text[]", list(q.tags))
     args.append(q.limit)
-    sql = "SELECT id, data FROM runs"
+    sql = "SELECT id, task, queue, priority_rank, created, ended, data FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     return f"{sql} ORDER BY id DESC LIMIT ${len(args)}", args

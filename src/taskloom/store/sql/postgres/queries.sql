@@ -47,11 +47,13 @@ SELECT array_agg(ins.id) AS inserted, (SELECT count(*) FROM notified) AS notifie
 -- existing_runs --
 -- The runs that made enqueue skip a row: same id, or the active holder of a dedup key
 -- (if that run finished meanwhile, the newest run with the key).
-SELECT DISTINCT ON (kind, match) kind, match, data FROM (
-    SELECT 'id' AS kind, id AS match, data, true AS active, id FROM runs
+SELECT DISTINCT ON (kind, match) kind, match, id, task, queue, priority_rank, created, ended,
+       data
+FROM (
+    SELECT 'id' AS kind, id AS match, true AS active, * FROM runs
     WHERE id = ANY($1::text[])
     UNION ALL
-    SELECT 'dedup', dedup_key, data, state IN ('init', 'queued', 'running'), id FROM runs
+    SELECT 'dedup', dedup_key, state IN ('init', 'queued', 'running'), * FROM runs
     WHERE dedup_key = ANY($2::text[])
 ) AS found
 ORDER BY kind, match, active DESC, id DESC;
@@ -64,7 +66,7 @@ SELECT * FROM claim_runs($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- claimed_by --
 -- The runs the claim made with $1 still holds: how a retry finds what a lost attempt took.
-SELECT id, lease_token, priority_rank, due, data FROM runs
+SELECT id, lease_token, priority_rank, due, task, queue, created, ended, data FROM runs
 WHERE state = 'running' AND lease_token = $1 || id;
 
 -- heartbeat --
@@ -151,13 +153,15 @@ WITH expired AS (
                         'type', 'LeaseExpired', 'message', 'worker lost its lease'))))
     FROM expired
     WHERE r.id = expired.id
-    RETURNING r.id, r.data
+    RETURNING r.id, r.task, r.queue, r.priority_rank, r.created, r.ended, r.data
 ), notified AS (
     SELECT pg_notify($3, 'run:' || id) FROM upd
     UNION ALL
     SELECT pg_notify($3, 'queue') WHERE EXISTS (SELECT 1 FROM upd)
 )
-SELECT id, data, (SELECT count(*) FROM notified) AS notified FROM upd ORDER BY id;
+SELECT id, task, queue, priority_rank, created, ended, data,
+       (SELECT count(*) FROM notified) AS notified
+FROM upd ORDER BY id;
 
 -- release_dedup --
 -- Before `save` makes a run the active holder of a dedup key, take the key from any other
@@ -193,7 +197,7 @@ WITH saved AS (
 SELECT count(*) FROM notified;
 
 -- get --
-SELECT data FROM runs WHERE id = $1;
+SELECT id, task, queue, priority_rank, created, ended, data FROM runs WHERE id = $1;
 
 -- counts --
 -- The maintained counters, their shards summed.
@@ -214,13 +218,15 @@ WITH upd AS (
             WHEN state = 'running' THEN data || '{"cancel_requested": true}'::jsonb
             ELSE data END
     WHERE id = $1
-    RETURNING id, data
+    RETURNING id, task, queue, priority_rank, created, ended, data
 ), notified AS (
     SELECT pg_notify($4, 'run:' || id) FROM upd
     UNION ALL  -- workers beat now instead of at their next beat
     SELECT pg_notify($4, 'cancel') FROM upd WHERE data -> 'cancel_requested' = 'true'::jsonb
 )
-SELECT data, (SELECT count(*) FROM notified) AS notified FROM upd;
+SELECT id, task, queue, priority_rank, created, ended, data,
+       (SELECT count(*) FROM notified) AS notified
+FROM upd;
 
 -- purge --
 -- Delete up to $5 (NULL: all) finished runs that ended before $1, only of task $2 and in state

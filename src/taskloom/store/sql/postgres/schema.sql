@@ -11,8 +11,11 @@ CREATE TABLE schema_version (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- One row per run. `data` is the full record (TaskRun as JSON); the other columns copy the
--- fields that claims, fencing and queries filter or sort on.
+-- One row per run. `data` is the record (TaskRun as JSON) less the fields the columns hold
+-- for good: id, task, queue, priority (priority_rank), queued (created, when the run has a
+-- queued time) and end (ended). Readers put those back from the columns; a key `data` still
+-- has (rows written before 0008, or set by a statement here) comes later and wins. The other
+-- columns copy the fields that claims, fencing and queries filter or sort on.
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,                  -- time-ordered hex: ORDER BY id DESC is newest first
     task TEXT NOT NULL,
@@ -68,7 +71,9 @@ CREATE INDEX runs_task_idx ON runs (task, id);
 CREATE INDEX runs_state_idx ON runs (state, id);
 CREATE INDEX runs_queue_idx ON runs (queue, id);
 CREATE INDEX runs_created_idx ON runs (created);
-CREATE INDEX runs_tags_idx ON runs USING gin (tags);
+-- Tagged runs only: most runs have none, and GIN would keep an entry for each empty array.
+-- Queries on tags repeat the predicate so the planner can use it.
+CREATE INDEX runs_tags_idx ON runs USING gin (tags) WHERE tags <> '{}'::text[];
 CREATE INDEX runs_parent_idx ON runs (parent_id, id) WHERE parent_id IS NOT NULL;
 -- children only: a root run's root_run_id column is NULL
 CREATE INDEX runs_root_idx ON runs (root_run_id, id) WHERE root_run_id IS NOT NULL;
@@ -142,7 +147,8 @@ CREATE FUNCTION claim_runs(
     p_now DOUBLE PRECISION, p_queues TEXT[], p_limit INTEGER, p_worker TEXT,
     p_expires DOUBLE PRECISION, p_start TEXT, p_token TEXT, p_task_limits JSONB
 ) RETURNS TABLE (
-    id TEXT, lease_token TEXT, priority_rank SMALLINT, due DOUBLE PRECISION, data JSONB,
+    id TEXT, lease_token TEXT, priority_rank SMALLINT, due DOUBLE PRECISION, task TEXT,
+    queue TEXT, created DOUBLE PRECISION, ended DOUBLE PRECISION, data JSONB,
     retry_at DOUBLE PRECISION
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -190,10 +196,11 @@ BEGIN
                                THEN jsonb_build_object('start', p_start) ELSE '{}'::jsonb END
             FROM picked
             WHERE r.id = picked.id
-            RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.data
+            RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.task, r.queue, r.created,
+                      r.ended, r.data
         )
-        SELECT upd.id, upd.lease_token, upd.priority_rank, upd.due, upd.data,
-               NULL::DOUBLE PRECISION
+        SELECT upd.id, upd.lease_token, upd.priority_rank, upd.due, upd.task, upd.queue,
+               upd.created, upd.ended, upd.data, NULL::DOUBLE PRECISION
         FROM upd;
         RETURN;
     END IF;
@@ -257,7 +264,8 @@ BEGIN
                    || CASE WHEN r.data -> 'start' IS NULL OR r.data -> 'start' = 'null'::jsonb
                            THEN jsonb_build_object('start', p_start) ELSE '{}'::jsonb END
         WHERE r.id = cand.id
-        RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.data, NULL::DOUBLE PRECISION;
+        RETURNING r.id, r.lease_token, r.priority_rank, r.due, r.task, r.queue, r.created,
+                  r.ended, r.data, NULL::DOUBLE PRECISION;
     END LOOP;
     -- the runs held back, in one statement: the claim holds the rate lock, keep it short
     UPDATE runs AS r
@@ -271,7 +279,8 @@ BEGIN
     END IF;
     IF v_retry IS NOT NULL THEN
         RETURN QUERY SELECT NULL::TEXT, NULL::TEXT, NULL::SMALLINT, NULL::DOUBLE PRECISION,
-                            NULL::JSONB, v_retry;
+                            NULL::TEXT, NULL::TEXT, NULL::DOUBLE PRECISION,
+                            NULL::DOUBLE PRECISION, NULL::JSONB, v_retry;
     END IF;
 END;
 $$;
