@@ -67,6 +67,12 @@ def store_url(kind: str, tmp_path: os.PathLike[str]) -> str:
             unavailable("no TASKLOOM_TEST_REDIS_CLUSTER_URL and no redis-server binary on PATH")
             raise AssertionError
         return _with_param(url, "prefix", f"{tag}:")
+    if kind == "redis-shards":  # one app's queues over 4 slots of the cluster
+        url = redis_cluster_url()
+        if not url:
+            unavailable("no TASKLOOM_TEST_REDIS_CLUSTER_URL and no redis-server binary on PATH")
+            raise AssertionError
+        return _with_param(_with_param(url, "prefix", f"{tag}:"), "shards", "4")
     if kind == "postgres":
         url = postgres_url()
         if not url:
@@ -76,11 +82,11 @@ def store_url(kind: str, tmp_path: os.PathLike[str]) -> str:
     raise ValueError(kind)
 
 
-STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
+STORE_KINDS = ["memory", "sqlite", "redis", "redis-cluster", "redis-shards", "postgres"]
 
 
 # the stores that keep records as bytes (the memory store keeps live objects)
-PERSISTENT_KINDS = ["sqlite", "redis", "redis-cluster", "postgres"]
+PERSISTENT_KINDS = ["sqlite", "redis", "redis-cluster", "redis-shards", "postgres"]
 
 
 @pytest.fixture(params=STORE_KINDS)

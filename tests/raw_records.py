@@ -24,6 +24,10 @@ async def damage_record(store: Store, run_id: str, how: Damage) -> None:
         await _sqlite(store, run_id, how)
     elif kind in ("RedisStore", "RedisClusterStore"):
         await _redis(store, run_id, how)
+    elif kind == "RedisShardedStore":  # the slice that holds the run
+        for piece in store._slices:  # type: ignore[attr-defined]
+            if await piece._redis.exists(f"{piece.prefix}run:{run_id}"):
+                await _redis(piece, run_id, how)
     elif kind == "PostgresStore":
         await _postgres(store, run_id, how)
     else:

@@ -13,7 +13,13 @@ async def work(ctx: TaskRun, i: int) -> int:
     """Log the execution, take a little while, return i."""
     with open(os.environ["CRASH_LOG"], "a") as log:
         log.write(f"{i} {os.getpid()}\n")
-    await asyncio.sleep(0.02)  # the work itself: long enough that a kill lands mid-run
+    await asyncio.sleep(0.02)  # the work itself
+    # With CRASH_HOLD=<n>, runs from n on never finish here: a worker killed while it holds
+    # them is surely mid-run, however slow the machine (the worker that rescues them has no
+    # CRASH_HOLD)
+    hold = os.environ.get("CRASH_HOLD")
+    if hold and i >= int(hold):
+        await asyncio.Event().wait()
     return i
 
 

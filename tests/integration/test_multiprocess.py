@@ -24,7 +24,7 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return spawn_worker("tests.apps.multi_app:make", env, concurrency=4)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-cluster", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-cluster", "redis-shards", "postgres"])
 async def test_two_workers_share_and_limit(kind: str, tmp_path: Path) -> None:
     url = store_url(kind, tmp_path)
     log = tmp_path / "multi.log"

@@ -35,6 +35,10 @@ def open_store(url: str) -> Store:
 
         return RedisStore(url)
     if scheme == "redis+cluster":
+        from .redis_shards import RedisShardedStore, split_shards
+
+        if split_shards(url)[2] > 1:
+            return RedisShardedStore(url)
         from .redis_cluster import RedisClusterStore
 
         return RedisClusterStore(url)

@@ -7,9 +7,9 @@ master. Every script call names a key of that slot, which is how the cluster cli
 it. Pub/sub messages reach subscribers on any node.
 
 So one app's queues live on one master: a cluster adds failover (a replica takes over a dead
-master) and room for many apps (each prefix is its own slot, spread over the masters), not
-throughput for a single app. Give independent workloads their own prefix (their own
-TaskManager) to spread them over masters; docs/scaling.md has the figures.
+master) and room for many apps (each prefix is its own slot, spread over the masters). To
+spread one app's queues over masters, add ``shards=N`` (`redis_shards.py`): N such stores,
+each queue in one. docs/scaling.md has the figures.
 """
 
 from __future__ import annotations
