@@ -86,3 +86,25 @@ def test_an_unknown_store_peer_or_phase_is_named_before_anything_runs() -> None:
     ):
         with pytest.raises(SystemExit, match=name):
             main(argv)
+
+
+async def test_spread_prints_a_row_per_layout_and_worker_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.spread import main as spread
+    from bench.spread import queue_names
+
+    from taskloom.store.redis_shards import shard_of
+    from tests.conftest import redis_cluster_url, unavailable
+
+    assert sorted(shard_of(q, 3) for q in queue_names(6, 3)) == [0, 0, 1, 1, 2, 2]
+    url = redis_cluster_url()
+    if not url:
+        unavailable("no TASKLOOM_TEST_REDIS_CLUSTER_URL and no redis-server binary on PATH")
+    args = ["--cluster", str(url), "--n", "60", "--queues", "3", "--shards", "3"]
+    assert await spread([*args, "--workers", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    layouts = [row for row in rows if row and row[0] in ("one", "shards=3")]
+    assert [row[0] for row in layouts] == ["one", "shards=3"]
+    for row in layouts:
+        assert float(row[-3].replace(",", "")) > 0  # drain runs/s
