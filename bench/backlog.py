@@ -10,18 +10,19 @@ not timed); then each call below is timed 20 times and its median printed in ms:
 - `GET /api/stats` through the FastAPI app, in-process over httpx's ASGI transport;
 - `counts()` (the maintained counters) and `queues()` (depth and oldest per queue);
 - drain: the store's own claim (batches of 50) and finish (success records), in runs/s, at a
-  steady backlog: 5 timed rounds of draining 1,000 runs (N when smaller), each followed by
-  queueing as many again (not timed). No worker process: this is the store's cost.
+  steady backlog: the median of 9 timed rounds of draining 1,000 runs (N when smaller), each
+  followed by queueing as many again (not timed). No worker process: this is the store's cost.
 Then a second fresh store gets N finished runs (records as a worker leaves them: result, one
 attempt, end, worker, metrics), written in bulk, and:
 - bytes per finished run: what the store grew by, indexes and counters included, over N
   (SQLite: used pages after a checkpoint; PostgreSQL: `pg_total_relation_size` of runs and
   run_counts; Redis: `used_memory`);
 - `runs(state="success", limit=100)` and `GET /api/stats` over that store;
-- purge of all N in the retention sweeper's batches (100 runs) while another task queues,
-  claims and finishes one run at a time: purge runs/s, the median and longest purge batch,
-  and the median and longest such claim round, alone (200 rounds before the purge) and
-  during the purge (what purging costs the workers).
+- purge of all N in the retention sweeper's batches (100 runs, with its pause between
+  batches) while another task queues, claims and finishes one run at a time: purge runs/s,
+  the median, 99th percentile and longest purge batch, and the same for that claim round
+  during the purge and alone (after the purge, for as long as it took, at least 200 rounds):
+  what purging costs the workers, against what the disk costs them anyway.
 With `--vacuum`, PostgreSQL's runs table is vacuumed and analysed after the bulk queue, as
 autovacuum does on a server that has it on (this machine's has it off). One table per store,
 one column per N. No peers: the figure to read is how a column compares
@@ -60,9 +61,12 @@ URLS = {
 }
 REPEAT = 20
 DRAIN_ROUND = 1_000  # runs drained per timed round
-DRAIN_ROUNDS = 5
+DRAIN_ROUNDS = 9
 BATCH = 1_000
-from taskloom.retention import PURGE_BATCH  # noqa: E402  (what the sweeper asks for per call)
+from taskloom.retention import (  # noqa: E402  (what the sweeper asks for per call, and its pause)
+    BATCH_PAUSE,
+    PURGE_BATCH,
+)
 
 
 @task()
@@ -95,10 +99,12 @@ async def _stats_ms(manager: TaskManager) -> float:
 
 async def _drain(manager: TaskManager, n: int) -> float:
     """Claim + finish rate at a steady backlog of `n`: DRAIN_ROUNDS rounds, each timing the
-    drain of min(n, DRAIN_ROUND) runs, then (untimed) queueing as many again."""
+    drain of min(n, DRAIN_ROUND) runs, then (untimed) queueing as many again; the median
+    round's rate (a round is half a second or less: one disk stall, such as the kernel
+    writing back a bulk load, would otherwise decide the figure)."""
     store = manager.store
     per = min(n, DRAIN_ROUND)
-    done, spent = 0, 0.0
+    rates = []
     for _ in range(DRAIN_ROUNDS):
         t0 = time.perf_counter()
         taken = 0
@@ -115,10 +121,9 @@ async def _drain(manager: TaskManager, n: int) -> float:
                 finished.append((lease, run))
             await store.finish(finished)
             taken += len(leases)
-        spent += time.perf_counter() - t0
-        done += taken
+        rates.append(taken / (time.perf_counter() - t0))
         await manager.queue_many(noop, [{"i": i} for i in range(taken)])
-    return done / spent
+    return statistics.median(rates)
 
 
 async def _vacuum(manager: TaskManager) -> None:
@@ -210,12 +215,20 @@ async def _store_bytes(kind: str, manager: TaskManager) -> float:
     return float(info["used_memory"])
 
 
-async def _claim_loop(manager: TaskManager, stop: asyncio.Event, rounds: int = 0) -> list[float]:
-    """Queue, claim and finish one run at a time until `stop` (or `rounds` rounds): each
-    round's time in ms (what a worker's store calls cost meanwhile)."""
+def _p99(times: list[float]) -> float:
+    return sorted(times)[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+async def _claim_loop(
+    manager: TaskManager, stop: asyncio.Event, rounds: int = 0, seconds: float = 0.0
+) -> list[float]:
+    """Queue, claim and finish one run at a time until `stop` (or, when given, until both
+    `rounds` rounds and `seconds` have passed): each round's time in ms (what a worker's
+    store calls cost meanwhile)."""
     store = manager.store
     times: list[float] = []
-    while not stop.is_set() and (not rounds or len(times) < rounds):
+    end = time.perf_counter() + seconds
+    while not stop.is_set() and (not rounds or len(times) < rounds or time.perf_counter() < end):
         t0 = time.perf_counter()
         await store.enqueue([TaskRun(task="noop", state=TaskState.queued, queue="bench")])
         leases = await store.claim("bench", ["bench"], 1, 30.0, time.time())
@@ -244,7 +257,6 @@ async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
         out["bytes/finished run"] = (await _store_bytes(kind, manager) - before) / n
         out["runs(state=success) ms"] = await _median_ms(lambda: manager.runs(state="success"))
         out["finished: /api/stats ms"] = await _stats_ms(manager)
-        alone = await _claim_loop(manager, asyncio.Event(), rounds=200)
         stop = asyncio.Event()
         claims = asyncio.create_task(_claim_loop(manager, stop))
         purged, batches, began = 0, [], time.perf_counter()
@@ -255,17 +267,19 @@ async def measure_finished(kind: str, n: int, workdir: str) -> dict[str, float]:
             purged += gone
             if gone == 0:
                 break
-            await asyncio.sleep(0)  # the claimer gets its turn between batches
+            await asyncio.sleep(BATCH_PAUSE)  # the sweeper's own pause between batches
         elapsed = time.perf_counter() - began
         stop.set()
         during = await claims
+        # the same claim rounds with no purge, for as long (a longer window meets more of
+        # the disk's own stalls: checkpoints, fsyncs), at least 200 rounds
+        alone = await _claim_loop(manager, asyncio.Event(), rounds=200, seconds=elapsed)
         out["purge runs/s"] = purged / elapsed
-        out["purge batch p50 ms"] = statistics.median(batches)
-        out["purge batch max ms"] = max(batches)
-        out["claim round alone p50 ms"] = statistics.median(alone)
-        out["claim round alone max ms"] = max(alone)
-        out["claim round in purge p50"] = statistics.median(during)
-        out["claim round in purge max"] = max(during)
+        for name, times in (("purge batch", batches), ("claim round alone", alone),
+                            ("claim round in purge", during)):  # fmt: skip
+            out[f"{name} p50 ms"] = statistics.median(times)
+            out[f"{name} p99 ms"] = _p99(times)
+            out[f"{name} max ms"] = max(times)
         assert purged == n, (purged, n)
     finally:
         await manager.store.drop()
