@@ -150,3 +150,37 @@ async def test_a_call_larger_than_the_socket_buffer_is_sent_whole(
     assert [r.id for r in stored] == [r.id for r in runs]
     got = await s.get(runs[-1].id)
     assert got is not None and got.params == {"blob": "x" * 2000, "i": 999}
+
+
+def test_lane_and_waits_work_on_uvloop() -> None:
+    """uvloop (uvicorn's loop when installed) hands protocols transports that do not subclass
+    asyncio.Transport: the lane, its listener and a waiter must work there too."""
+    import uvloop
+
+    url = redis_url()
+    if not url:
+        unavailable("TASKLOOM_TEST_REDIS_URL not set")
+        raise AssertionError
+
+    from taskloom import TaskManager
+
+    async def main() -> None:
+        sep = "&" if "?" in url else "?"
+        manager = TaskManager(f"{url}{sep}prefix=uv{uuid.uuid4().hex[:10]}:")
+
+        @manager.task()
+        async def double(x: int) -> int:
+            return 2 * x
+
+        from taskloom import TaskConsumer
+
+        async with manager:
+            assert manager.store._lane is not None
+            try:
+                async with TaskConsumer(manager):
+                    done = await manager.queue_and_wait("double", x=21, timeout=30)
+                assert done.state is TaskState.success and done.result == 42
+            finally:
+                await manager.store.drop()
+
+    uvloop.run(main())

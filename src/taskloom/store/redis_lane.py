@@ -22,7 +22,7 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 try:
     import hiredis
@@ -62,8 +62,8 @@ class _Resp(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports (uvicorn's default loop) do not subclass asyncio.Transport
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
