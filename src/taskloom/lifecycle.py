@@ -20,7 +20,7 @@ from .executors.base import RunEnv
 from .lease_keeper import LeaseKeeper
 from .options import checked_delay, checked_priority
 from .outcome import StoreOutcomes
-from .run import TaskPriority, TaskRun, TaskState, utcnow
+from .run import TaskPriority, TaskRun, TaskState, made_run, utcnow
 from .runner import AttemptEnv, Stop, attempt, decide, run_env
 from .store.base import Lease, dt
 from .turn_batch import TurnBatch
@@ -28,6 +28,26 @@ from .turn_batch import TurnBatch
 if TYPE_CHECKING:
     from .manager import TaskManager
     from .task import Task
+
+
+# What a caller may pass to `build` as it is, besides None: anything else goes through
+# pydantic, which converts it (an ISO string to a datetime) or names the problem.
+_PLAIN: dict[str, type] = {
+    "task": str, "priority": TaskPriority, "state": TaskState, "execute_after": datetime,
+    "queue": str, "dedup_key": str, "from_run_id": str, "id": str, "parent_id": str,
+    "root_run_id": str, "worker": str,
+}  # fmt: skip
+
+
+def _run_of(fields: dict[str, Any]) -> TaskRun:
+    """The run record of `fields`, validated only where a caller's value may need it."""
+    for name, kind in _PLAIN.items():
+        value = fields.get(name)
+        if value is not None and type(value) is not kind:
+            return TaskRun(**fields)
+    if not all(type(tag) is str for tag in fields["tags"]) or type(fields["params"]) is not dict:
+        return TaskRun(**fields)
+    return made_run(fields)
 
 
 class RunLifecycle:
@@ -90,25 +110,24 @@ class RunLifecycle:
         delay = checked_delay(t.name, delay)
         if delay:
             execute_after = dt(now + delay)
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {
+            "task": t.name,
+            "priority": checked_priority(t.name, priority or t.priority),
+            "params": stored,
+            "state": TaskState.queued,
+            "queued": dt(now),
+            "execute_after": execute_after,
+            "queue": queue or t.queue,
+            "dedup_key": dedup_key,
+            "tags": list(tags if tags is not None else t.tags),
+            "from_run_id": from_run_id,
+        }
         if run_id:
-            extra["id"] = run_id
+            fields["id"] = run_id
         if parent is not None:
-            extra["parent_id"] = parent.id
-            extra["root_run_id"] = parent.root_run_id
-        return TaskRun(
-            task=t.name,
-            priority=checked_priority(t.name, priority or t.priority),
-            params=stored,
-            state=TaskState.queued,
-            queued=dt(now),
-            execute_after=execute_after,
-            queue=queue or t.queue,
-            dedup_key=dedup_key,
-            tags=list(tags if tags is not None else t.tags),
-            from_run_id=from_run_id,
-            **extra,
-        )
+            fields["parent_id"] = parent.id
+            fields["root_run_id"] = parent.root_run_id
+        return _run_of(fields)
 
     def build_here(
         self,
@@ -122,14 +141,16 @@ class RunLifecycle:
     ) -> TaskRun:
         """A run record of `task` (validated `params`) that starts here now, as `running`."""
         now = dt(self.manager.clock())
-        extra: dict[str, Any] = {"id": run_id} if run_id else {}
-        return TaskRun(
-            task=task.name, priority=task.priority, params=params, state=TaskState.running,
-            queued=now, start=now, queue=task.queue,
-            tags=list(tags if tags is not None else task.tags),
-            parent_id=parent.id if parent else None,
-            root_run_id=parent.root_run_id if parent else None, worker=worker, **extra,
-        )  # fmt: skip
+        fields: dict[str, Any] = {
+            "task": task.name, "priority": task.priority, "params": params,
+            "state": TaskState.running, "queued": now, "start": now, "queue": task.queue,
+            "tags": list(tags if tags is not None else task.tags), "worker": worker,
+        }  # fmt: skip
+        if run_id:
+            fields["id"] = run_id
+        if parent is not None:
+            fields["parent_id"], fields["root_run_id"] = parent.id, parent.root_run_id
+        return _run_of(fields)
 
     # -- submitting -----------------------------------------------------------------------------
     async def submit(self, runs: Sequence[TaskRun]) -> list[TaskRun]:

@@ -174,3 +174,53 @@ async def test_cancel_aborts_a_run_executing_here() -> None:
         done = await asyncio.wait_for(executing, 10)
         assert done.state is TaskState.aborted
         assert (await m.get_run(done.id)).state is TaskState.aborted
+
+
+def _validated(run: TaskRun) -> TaskRun:
+    """The same record built through pydantic's validation."""
+    return TaskRun(**{name: getattr(run, name) for name in TaskRun.model_fields})
+
+
+async def test_built_runs_equal_validated_ones() -> None:
+    """`build` skips validating values it made or checked itself: the record (field order,
+    defaults, JSON) is the one `TaskRun(...)` makes, and odd option values still go through
+    pydantic (converted, or refused by name)."""
+    manager = TaskManager("memory://")
+
+    @manager.task(tags=["t1"])
+    async def job(x: int, name: str = "n") -> int:
+        return x
+
+    parent = manager.new_run("job", {"x": 1})
+    plain = [
+        manager.new_run("job", {"x": 2}),
+        manager.new_run(
+            "job",
+            {"x": 3},
+            priority="high",
+            queue="q",
+            dedup_key="k",
+            delay=5,
+            tags=["a", "b"],
+            parent=parent,
+            from_run_id="r0",
+        ),
+        manager.new_run("job", {"x": 4}, run_id="my-id"),
+        manager.lifecycle.build_here(job, {"x": 5, "name": "n"}, parent=parent, worker="w"),
+    ]
+    for run in plain:
+        twin = _validated(run)
+        assert list(run.__dict__) == list(twin.__dict__)
+        assert run.model_dump_json() == twin.model_dump_json()
+        assert run.root_run_id == (parent.root_run_id if run.parent_id else run.id)
+    assert plain[2].id == "my-id" and plain[1].parent_id == parent.id
+    # each run has its own mutable defaults
+    plain[0].metrics["m"] = 1.0
+    assert plain[2].metrics == {}
+
+    converted = manager.new_run("job", {"x": 6}, execute_after="2030-01-01T00:00:00Z")  # type: ignore[arg-type]
+    assert converted.execute_after is not None and converted.execute_after.year == 2030
+    with pytest.raises(ValueError, match="queue"):
+        manager.new_run("job", {"x": 7}, queue=3)
+    with pytest.raises(ValueError, match="tags"):
+        manager.new_run("job", {"x": 8}, tags=[1])
