@@ -463,9 +463,14 @@ class PostgresStore(PostgresControl):
         cols = [_Columns.of(run) for run in runs]
 
         async def op(conn: Connection) -> tuple[set[str], dict[tuple[str, str], TaskRun]]:
-            row = await conn.fetchrow(
-                self._q["enqueue"], *_arrays((_enqueue_row(c) for c in cols), 14), self.channel
-            )
+            if len(cols) == 1:
+                row = await conn.fetchrow(
+                    self._q["enqueue_one"], *_enqueue_row(cols[0]), self.channel
+                )
+            else:
+                row = await conn.fetchrow(
+                    self._q["enqueue"], *_arrays((_enqueue_row(c) for c in cols), 14), self.channel
+                )
             inserted = set(row["inserted"] or ())
             existing: dict[tuple[str, str], TaskRun] = {}
             if len(inserted) < len(cols):  # rare: a second round trip for the duplicates

@@ -44,6 +44,21 @@ WITH ins AS (
 )
 SELECT array_agg(ins.id) AS inserted, (SELECT count(*) FROM notified) AS notified FROM ins;
 
+-- enqueue_one --
+-- `enqueue` for one run, the per-call path: the same insert from plain parameters ($14 the
+-- record), which costs the server less than unnesting fourteen one-element arrays.
+WITH ins AS (
+    INSERT INTO runs (id, task, state, queue, priority_rank, due, execute_after, dedup_key,
+                      worker, parent_id, root_run_id, created, ended, tags, data)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+            ARRAY(SELECT jsonb_array_elements_text($14::jsonb -> 'tags')), $14::jsonb)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), notified AS (
+    SELECT pg_notify($15, 'queue') WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT array_agg(ins.id) AS inserted, (SELECT count(*) FROM notified) AS notified FROM ins;
+
 -- existing_runs --
 -- The runs that made enqueue skip a row: same id, or the active holder of a dedup key
 -- (if that run finished meanwhile, the newest run with the key).
