@@ -66,17 +66,9 @@ class AttemptEnv:
     secrets: SecretBox | None = None  # opens sealed secret inputs; keys their cache hash
 
 
-def _beat(run: TaskRun) -> None:
-    if run._on_progress is not None:
-        run._on_progress(run)
-
-
 def run_env(env: AttemptEnv, run: TaskRun) -> RunEnv:
     """The executor's view of one attempt of `run`."""
-    return RunEnv(
-        heartbeat=lambda: _beat(run), cancelled=run.cancelled, outcomes=env.outcomes,
-        clock=env.clock,
-    )  # fmt: skip
+    return RunEnv(run, env.outcomes, env.clock)
 
 
 def cache_key(task: Task, params: dict[str, Any], secrets: str | None = None) -> str | None:

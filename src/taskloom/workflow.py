@@ -98,8 +98,8 @@ async def _call(
 ) -> Any:
     manager = parent.manager
     task = manager.resolve(task)
-    model = task.prepare(args, kwargs)  # InvalidParamsError, PayloadTooLargeError: nothing ran
-    params = task.interface.stored_params(model)
+    # InvalidParamsError, PayloadTooLargeError: nothing ran
+    _, params = task.validate_params(task.interface.bind(args, kwargs))
     digest = input_hash(params)
     on_queue = goes_on_queue(manager, parent, task)
     if on_queue:

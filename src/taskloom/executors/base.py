@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import TaskFailedError, TaskTimeoutError
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class RunEnv:
     """All an executor may use around one attempt: never the store, never the manager.
 
@@ -26,10 +24,24 @@ class RunEnv:
     out of process (a Kubernetes Job) leaves its outcome; `clock` gives Unix seconds.
     """
 
-    heartbeat: Callable[[], None]
-    cancelled: asyncio.Event
-    outcomes: OutcomeChannel
-    clock: Callable[[], float]
+    __slots__ = ("_run", "clock", "outcomes")
+
+    def __init__(self, run: TaskRun, outcomes: OutcomeChannel, clock: Callable[[], float]) -> None:
+        self._run = run
+        self.outcomes = outcomes
+        self.clock = clock
+
+    def heartbeat(self) -> None:
+        """Tell the run's lease holder to beat now (it saves the run's progress)."""
+        on_progress = self._run._on_progress
+        if on_progress is not None:
+            on_progress(self._run)
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set when the run is asked to stop: made on first use, as most attempts never ask
+        (an event per inline child was a tenth of what the garbage collector walked)."""
+        return self._run.cancelled
 
 
 class Executor(Protocol):
