@@ -132,8 +132,10 @@ class TaskConsumer:
                         continue
                     if free > 0 and len(leases) == free:
                         continue  # more may be due: claim again once a slot frees
+                    # a timer, not wait_for's extra task: this runs once per claim round
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                        async with asyncio.timeout(self.poll_interval):
+                            await self._wake.wait()
         finally:
             await self._drain()
             self._side_stop.set()
@@ -161,7 +163,12 @@ class TaskConsumer:
     async def _acks_written(self) -> None:
         """Wait until every finished run is written, or until the flusher is gone."""
         flusher = self._flusher
-        if self._acks_idle.is_set() or flusher is None or flusher.done():
+        if self._acks_idle.is_set():
+            return
+        if flusher is None or flusher.done():
+            # let its done callback (`_supervise`) run and stop the loop: a store whose claim
+            # never suspends (memory) would otherwise spin on an empty queue here
+            await asyncio.sleep(0)
             return
         idle = asyncio.create_task(self._acks_idle.wait())
         try:

@@ -403,8 +403,10 @@ class TaskManager:
                         f"run {run_id} not done after {timeout}s (state {run.state})"
                     )
                 step = min(step, remaining)
+            # a timer, not wait_for's extra task: the wake-up is on every waiter's critical path
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), step)
+                async with asyncio.timeout(step):
+                    await changed.wait()
             changed.clear()
 
     async def queue_and_wait(
