@@ -416,8 +416,13 @@ class TaskManager:
         run = self.new_run(task, params)
         store = await self._ready()
         with store.notifier.watch(f"run:{run.id}") as changed:
-            # the subscription settles while the run is written: one round trip, not two
-            _, stored = await asyncio.gather(store.notifier.settle(), self._enqueue_built(run))
+            # the subscription settles while the run is written: one round trip, not two (and
+            # one task for it, where gather made two)
+            settling = asyncio.ensure_future(store.notifier.settle())
+            try:
+                stored = await self._enqueue_built(run)
+            finally:
+                await settling
             if stored is run:  # as written, unless a wake-up came meanwhile: not read again
                 known = None if changed.is_set() else run
                 return await self._wait_watched(run.id, changed, timeout, known)

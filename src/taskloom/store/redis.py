@@ -358,10 +358,14 @@ class RedisStore(RedisControl):
     async def _settle(self) -> None:
         """Wait (briefly) until the server confirmed every run subscription made so far, so
         a state read after this cannot miss the run's next event."""
-        pending = [e.wait() for e in self._confirmed.values() if not e.is_set()]
+        pending = [e for e in self._confirmed.values() if not e.is_set()]
         if pending:
+            # one timer over the waits, not wait_for + gather's tasks: every queue_and_wait
+            # settles while its run is written
             with suppress(TimeoutError):  # the poll fallback covers a slow confirmation
-                await asyncio.wait_for(asyncio.gather(*pending), SETTLE_SECONDS)
+                async with asyncio.timeout(SETTLE_SECONDS):
+                    for confirmed in pending:
+                        await confirmed.wait()
 
     def _spawn(self, coro: Any) -> None:
         async def guarded() -> None:
