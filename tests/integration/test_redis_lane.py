@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskloom import TaskConsumer, TaskManager
 from taskloom.run import TaskRun, TaskState
 from taskloom.store.base import RunQuery, dt
 from tests.conftest import IN_CI, redis_url, unavailable
@@ -162,8 +163,6 @@ def test_lane_and_waits_work_on_uvloop() -> None:
         unavailable("TASKLOOM_TEST_REDIS_URL not set")
         raise AssertionError
 
-    from taskloom import TaskManager
-
     async def main() -> None:
         sep = "&" if "?" in url else "?"
         manager = TaskManager(f"{url}{sep}prefix=uv{uuid.uuid4().hex[:10]}:")
@@ -171,8 +170,6 @@ def test_lane_and_waits_work_on_uvloop() -> None:
         @manager.task()
         async def double(x: int) -> int:
             return 2 * x
-
-        from taskloom import TaskConsumer
 
         async with manager:
             assert manager.store._lane is not None

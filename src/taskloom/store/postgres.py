@@ -463,14 +463,12 @@ class PostgresStore(PostgresControl):
         cols = [_Columns.of(run) for run in runs]
 
         async def op(conn: Connection) -> tuple[set[str], dict[tuple[str, str], TaskRun]]:
-            if len(cols) == 1:
-                row = await conn.fetchrow(
-                    self._q["enqueue_one"], *_enqueue_row(cols[0]), self.channel
-                )
-            else:
-                row = await conn.fetchrow(
-                    self._q["enqueue"], *_arrays((_enqueue_row(c) for c in cols), 14), self.channel
-                )
+            # one run (each queue() call) from plain parameters, a batch as column arrays
+            query, args = (
+                ("enqueue_one", _enqueue_row(cols[0])) if len(cols) == 1
+                else ("enqueue", _arrays((_enqueue_row(c) for c in cols), 14))
+            )  # fmt: skip
+            row = await conn.fetchrow(self._q[query], *args, self.channel)
             inserted = set(row["inserted"] or ())
             existing: dict[tuple[str, str], TaskRun] = {}
             if len(inserted) < len(cols):  # rare: a second round trip for the duplicates
