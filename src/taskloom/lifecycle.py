@@ -22,7 +22,7 @@ from .options import checked_delay, checked_priority
 from .outcome import StoreOutcomes
 from .run import TaskPriority, TaskRun, TaskState, made_run, utcnow
 from .runner import AttemptEnv, Stop, attempt, decide, run_env
-from .store.base import Lease, dt
+from .store.base import Lease, RunQuery, dt
 from .turn_batch import TurnBatch
 
 if TYPE_CHECKING:
@@ -48,6 +48,18 @@ def _run_of(fields: dict[str, Any]) -> TaskRun:
     if not all(type(tag) is str for tag in fields["tags"]) or type(fields["params"]) is not dict:
         return TaskRun(**fields)
     return made_run(fields)
+
+
+class _Answer:
+    """One store read that many callers wait for (`RunLifecycle.children_fresh`)."""
+
+    __slots__ = ("error", "ready", "task", "value")
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.value = False
+        self.error: Exception | None = None
+        self.task: asyncio.Future[None] | None = None  # held so the read is not collected
 
 
 class RunLifecycle:
@@ -185,6 +197,51 @@ class RunLifecycle:
             await hooks.on_queued(stored)
         return stored
 
+    async def children_fresh(self, parent: TaskRun) -> bool:
+        """True if no child of `parent` was in the store when its first child started.
+
+        Asked once per parent execution (one indexed read that every child of a gather
+        shares). Only a first attempt asks: a retried or reclaimed parent finds each earlier
+        child by id. A parent id run again from scratch finds its children here and replays
+        them through the enqueue's answer, as before.
+        """
+        live = parent._ctx()
+        gate: _Answer | None = live.fresh_children
+        if gate is None:
+            gate = live.fresh_children = _Answer()
+            gate.task = asyncio.ensure_future(self._no_children(parent.id, gate))
+        if not gate.ready.is_set():
+            # an Event, not the task itself: a cancelled child must not cancel its siblings' read
+            await gate.ready.wait()
+        if gate.error is not None:
+            raise gate.error
+        return gate.value
+
+    async def _no_children(self, parent_id: str, gate: _Answer) -> None:
+        try:
+            page = await self.manager.store.query(RunQuery(parent_id=parent_id, limit=1))
+            gate.value = not page
+        except Exception as exc:  # every child waiting on it raises the read's error
+            gate.error = exc
+        finally:
+            gate.ready.set()
+
+    async def start_child(self, run: TaskRun) -> asyncio.Future[TaskRun]:
+        """Record a child of a fresh parent (`children_fresh`) at the end of this turn, without
+        waiting: its body runs meanwhile. `run_inline(..., started=)` takes the future back:
+        a child that ended before its record was sent is written once, finished."""
+        await self.manager._ready()
+        hooks = self.manager.hooks
+        if hooks.hooks:
+            await hooks.before_queue(run)
+        return self._children.put(run)
+
+    async def _settle_start(self, started: asyncio.Future[TaskRun]) -> None:
+        """The start record of a child is withdrawn if unsent, else written: before any later
+        write of that child, so the later one lands last. A failed write raises here."""
+        if not self._children.withdraw(started):
+            await started
+
     async def _write_children(self, runs: list[TaskRun]) -> list[TaskRun]:
         return await self.manager.store.enqueue(runs)
 
@@ -270,27 +327,35 @@ class RunLifecycle:
         await self.submit([run])
         return await self.run_inline(task, run)
 
-    async def run_inline(self, task: Task, run: TaskRun) -> TaskRun:
+    async def run_inline(
+        self, task: Task, run: TaskRun, started: asyncio.Future[TaskRun] | None = None
+    ) -> TaskRun:
         """Execute a recorded run of `task` here until it is done and save its final record.
 
         Attempts go through `runner.attempt` (executors, cache, retry policy); waits between
         retries happen here. Between attempts the record stays `running`, so no worker claims
         it. Cancelling the caller records the run `aborted` (with the cancel message) and
-        re-raises.
+        re-raises. `started`: the pending start record of `start_child`, settled before the
+        run's next write.
         """
         manager = self.manager
         store = manager.store
         while True:
             run._manager = manager
             try:
-                run = await self.attempt(task, run)
+                run = await attempt(self.env, task, run)
             except asyncio.CancelledError as exc:
                 reason = str(exc.args[0]) if exc.args else "cancelled with its caller"
                 run = decide(task, run, CancelledRunError(reason), manager.clock())
+                if started is not None:
+                    await self._settle_start(started)
                 await store.save(run)
                 raise
+            if started is not None:
+                await self._settle_start(started)
+                started = None
             if run.state is not TaskState.queued:
-                await self._ended.add(run)
+                await self._ended.put(run)  # the future itself: no coroutine per waiting child
                 return run
             wait = run.execute_after.timestamp() - manager.clock() if run.execute_after else 0.0
             run.state, run.execute_after = TaskState.running, None

@@ -96,8 +96,8 @@ class _Live:
     """What a run carries only while it executes (never stored)."""
 
     __slots__ = (
-        "cancelled", "child_index", "inputs", "manager", "node", "on_progress", "report",
-        "secrets",
+        "cancelled", "child_index", "fresh_children", "inputs", "manager", "node",
+        "on_progress", "report", "secrets",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -106,6 +106,8 @@ class _Live:
         self.secrets: Mapping[str, str] = {}
         self.on_progress: Callable[[TaskRun], None] | None = None
         self.child_index = 0
+        # whether no child of this run was in the store when its first child started
+        self.fresh_children: Any = None  # lifecycle's shared read, made on the first child
         self.inputs: dict[str, Any] | None = None
         self.report: list[dict[str, str]] | None = None  # None: the task does not report
         self.node: Any = None  # a DAG node's runtime (`taskloom.dag.current_node()`)

@@ -231,14 +231,18 @@ class Task(TemplateHooks, Generic[P, R]):
             return cast(R, coro)
         return self.forward_sync(*args, **kwargs)
 
-    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Await the task from async code, whether its function is sync or async."""
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Await the task from async code, whether its function is sync or async.
+
+        Inside a run it makes a child run, whose call position is taken here, in call order.
+        """
         parent = current_run()
         if parent is not None and parent._manager is not None:
             from .workflow import call_child
 
-            return cast(R, await call_child(parent, self, args, kwargs))
-        return await self.forward(*args, **kwargs)
+            # the child's own coroutine, not one wrapping it: a fan-out holds thousands
+            return cast(Coroutine[Any, Any, R], call_child(parent, self, args, kwargs))
+        return self.forward(*args, **kwargs)
 
     def run_on_ray(self, *args: Any, **kwargs: Any) -> Any:
         """Run once on Ray and return the typed result (see `executors.ray.run_on_ray`)."""

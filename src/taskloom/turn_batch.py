@@ -25,37 +25,53 @@ class TurnBatch(Generic[Item, Answer]):
 
     def __init__(self, write: Callable[[list[Item]], Awaitable[Sequence[Answer]]]) -> None:
         self._write = write
-        self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
+        # insertion-ordered: the write takes the items in the order they were added
+        self._pending: dict[asyncio.Future[Answer], Item] = {}
         self._writing: set[asyncio.Task[None]] = set()
 
     async def add(self, item: Item) -> Answer:
         """Queue `item` for the write at the end of this turn and wait for its answer."""
+        return await self.put(item)
+
+    def put(self, item: Item) -> asyncio.Future[Answer]:
+        """Queue `item` for the write at the end of this turn; its answer comes in the future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)  # after every other callback ready in this turn
-        self._pending.append((item, future))
-        return await future
+        self._pending[future] = item
+        return future
+
+    def withdraw(self, future: asyncio.Future[Answer]) -> bool:
+        """Take the item of `future` (from `put`) out of the batch if it was not sent yet.
+
+        True if it was withdrawn: it will not be written, and `future` is cancelled.
+        """
+        if future not in self._pending:
+            return False
+        del self._pending[future]
+        future.cancel()
+        return True
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+        batch, self._pending = list(self._pending.items()), {}
         if batch:
             task = asyncio.ensure_future(self._send(batch))
             self._writing.add(task)  # keep a reference until it is done
             task.add_done_callback(self._writing.discard)
 
-    async def _send(self, batch: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
+    async def _send(self, batch: list[tuple[asyncio.Future[Answer], Item]]) -> None:
         try:
-            answers = await self._write([item for item, _ in batch])
+            answers = await self._write([item for _, item in batch])
         except Exception as exc:  # every caller sees the write's own error
-            for _, future in batch:
+            for future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         except BaseException:  # cancelled (the loop is closing): so are the callers
-            for _, future in batch:
+            for future, _ in batch:
                 future.cancel()
             raise
-        for (_, future), answer in zip(batch, answers, strict=True):
+        for (future, _), answer in zip(batch, answers, strict=True):
             if not future.done():
                 future.set_result(answer)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ReplayMismatchError, TaskFailedError
@@ -61,11 +61,12 @@ def next_position(parent: TaskRun) -> int:
     return index - base
 
 
-async def call_child(
+def call_child(
     parent: TaskRun, task: Task, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> Any:
-    """Run `task` as a child of `parent` and return its typed result (or raise its failure)."""
-    return await _call(parent, task, next_position(parent), args, kwargs)
+) -> Coroutine[Any, Any, Any]:
+    """Run `task` as a child of `parent`: awaiting this returns its typed result (or raises
+    its failure). The call position is taken now, in call order."""
+    return _call(parent, task, next_position(parent), args, kwargs)
 
 
 def call_child_sync(
@@ -99,7 +100,7 @@ async def _call(
     manager = parent.manager
     task = manager.resolve(task)
     # InvalidParamsError, PayloadTooLargeError: nothing ran
-    _, params = task.validate_params(task.interface.bind(args, kwargs))
+    params = task.validate_params(task.interface.bind(args, kwargs))[1]
     digest = input_hash(params)
     on_queue = goes_on_queue(manager, parent, task)
     if on_queue:
@@ -112,7 +113,13 @@ async def _call(
     if on_queue:
         run.state, run.start, run.worker = TaskState.queued, None, None
     prior = await _prior(manager, parent, task, run, position, digest) if parent.attempts else None
-    if prior is None:
+    started = None
+    fresh = not parent.attempts and not on_queue and await lifecycle.children_fresh(parent)
+    if fresh:
+        # no earlier execution of the parent left children: nothing to replay, so the child
+        # runs while its record is written (once, finished, if it ends within the turn)
+        started = await lifecycle.start_child(run)
+    elif prior is None:
         stored = await lifecycle.submit_child(run)
         if stored is not run:  # the id exists: an earlier attempt of the parent made it
             _check_replay(parent, position, stored, task, digest)
@@ -124,7 +131,11 @@ async def _call(
             run = prior  # still queued or running on a worker: wait for it
         else:
             run = await lifecycle.reopen(prior, on_queue=on_queue, worker=parent.worker)
-    done = await manager.wait(run.id) if on_queue else await lifecycle.run_inline(task, run)
+    if on_queue:
+        done = await manager.wait(run.id)
+    else:
+        done = await lifecycle.run_inline(task, run, started)
+        del started  # settled: a fan-out's thousands of waiting children need not keep it
     if done.state is TaskState.success:
         return task.interface.decode_result(done.result)
     raise done.failure or TaskFailedError(
