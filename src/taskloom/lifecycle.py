@@ -50,6 +50,10 @@ def _run_of(fields: dict[str, Any]) -> TaskRun:
     return made_run(fields)
 
 
+#: Final records of runs that ended in one turn, per store write (see `_write_ended`).
+ENDED_CHUNK = 256
+
+
 class _Answer:
     """One store read that many callers wait for (`RunLifecycle.children_fresh`)."""
 
@@ -247,7 +251,14 @@ class RunLifecycle:
 
     async def _write_ended(self, runs: list[TaskRun]) -> list[None]:
         # each caller waits on its add() until this is written: no run changes meanwhile
-        await self.manager.store.save_many(runs)
+        store = self.manager.store
+        if len(runs) <= ENDED_CHUNK or not store.parallel_writes:
+            await store.save_many(runs)
+        else:
+            # a fan-out's thousands of records in several writes at once: each encodes its
+            # part and sends it, so the server works on one part while the next is encoded
+            parts = (runs[i : i + ENDED_CHUNK] for i in range(0, len(runs), ENDED_CHUNK))
+            await asyncio.gather(*(store.save_many(part) for part in parts))
         return [None] * len(runs)
 
     async def reopen(self, prior: TaskRun, *, on_queue: bool, worker: str | None) -> TaskRun:

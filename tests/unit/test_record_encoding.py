@@ -74,3 +74,44 @@ def test_an_id_made_for_a_past_time_sorts_among_ids_made_then() -> None:
     now = new_run_id()
     later = run_id_at(time.time() + 1)
     assert before < now < later and len(before) == len(now) == len(later) == 32
+
+
+def _shapes() -> list[TaskRun]:
+    """Runs of every shape a store writes: fresh, running, retried, finished, odd values."""
+    from datetime import datetime, timedelta, timezone
+
+    from taskloom.run import TaskPriority
+
+    queued = TaskRun(task="t", state=TaskState.queued, queued=dt(T0), params={"a": [1, 2.5]})
+    running = TaskRun(task="t", state=TaskState.running, queued=dt(T0), start=dt(T0 + 1),
+                      worker="w", tags=["x", "ü"], trace={"traceparent": "00-a-b-01"},
+                      priority=TaskPriority.high, progress=0.5, progress_note="half")  # fmt: skip
+    retried = finished(state=TaskState.failure, retry_attempt=2,
+                       error={"type": "E", "message": "line\nbreak \u2028"})  # fmt: skip
+    retried.attempts.insert(0, Attempt(attempt=0, state=TaskState.failure, start=dt(T0),
+                                       end=dt(T0 + 0.5), worker="v", error={"type": "E"}))  # fmt: skip
+    child = finished(parent_id="p" * 32, root_run_id="r" * 32, metrics={"elapsed": 1e-6})
+    odd = finished(result={"big": 2**62, "neg": -0.0, "nan": float("nan"), "s": "\x00\x1f"},
+                   execute_after=datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+                   dedup_key="k", cache_hit=True, cancel_requested=True, rate_limit_attempt=1,
+                   from_run_id="f" * 32)  # fmt: skip
+    whole_second = TaskRun(task="t", state=TaskState.queued, queued=dt(T0), end=dt(T0 + 3))
+    return [queued, running, retried, child, odd, whole_second]
+
+
+def test_the_plain_encoding_is_pydantics_byte_for_byte() -> None:
+    from taskloom.store.records import compact_exclusions, dumps_field, plain_fields
+
+    for run in _shapes():
+        assert encode_run(run) == run.model_dump_json(exclude=compact_exclusions(run))
+        values = run.model_dump(mode="json", exclude=compact_exclusions(run))
+        plain = plain_fields(run)
+        assert list(plain) == list(values)
+        assert [dumps_field(v) for v in plain.values()] == [
+            orjson.dumps(v) for v in values.values()
+        ]
+
+
+def test_a_value_orjson_cannot_write_falls_back_to_pydantic() -> None:
+    run = finished(result={"huge": 2**70})  # past 64 bits: orjson refuses, pydantic writes it
+    assert orjson.loads(encode_run(run))["result"] == {"huge": 2**70}

@@ -542,6 +542,19 @@ async def test_fan_out_replay_and_mismatch_on_every_store(store: Store) -> None:
     assert drifted.error is not None and drifted.error["type"] == "ReplayMismatchError"
 
 
+async def test_a_fan_out_larger_than_one_write_records_every_child(store: Store) -> None:
+    from taskloom.lifecycle import ENDED_CHUNK
+
+    n = ENDED_CHUNK * 2 + 7  # the final records go in three parts where the store overlaps them
+    m = TaskManager(store, tasks=[double, fan_out])
+    run = await m.execute("fan_out", n=n)
+    assert run.result == [2 * i for i in range(n)]
+    children = await m.runs(parent_id=run.id, limit=n + 1)
+    assert len(children) == n and {c.state for c in children} == {TaskState.success}
+    counted = sum(c.n for c in await m.store.counts() if c.task == "double")
+    assert counted == n  # each child counted once, as success
+
+
 async def test_children_on_the_queue_on_every_store(store: Store) -> None:
     m = TaskManager(store, tasks=[double, fan_out], children_on_queue=True, poll_interval=0.2)
     queued = await m.queue("fan_out", n=10)

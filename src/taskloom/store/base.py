@@ -391,6 +391,9 @@ class Store(QueueStore, RecordStore, CoordinationStore, ControlStore, Protocol):
 
     url: str
     notifier: Notifier
+    #: True if writes issued together run side by side (a pipelined connection, a pool):
+    #: a large batch then goes in parts, one encoded while the server stores another.
+    parallel_writes: bool
 
     async def connect(self) -> None:
         """Open connections, create or check the schema."""

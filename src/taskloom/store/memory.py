@@ -37,6 +37,8 @@ def _due_key(run: TaskRun) -> tuple[int, float, str]:
 class MemoryStore:
     """Keeps everything in dicts of this process; copies on the way in and out."""
 
+    parallel_writes = False  # all in this process: nothing to overlap
+
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.notifier = Notifier()

@@ -43,7 +43,7 @@ from .base import (
     ts,
 )  # fmt: skip
 from .postgres_control import PostgresControl
-from .records import claimed, compact_exclusions, decode_or_stand_in, decode_run
+from .records import claimed, decode_or_stand_in, decode_run, plain_json
 
 try:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -136,7 +136,10 @@ def _dying(exc: BaseException) -> bool:
 
 # -- rows -----------------------------------------------------------------------------------------
 # Fields a row's columns hold for a run's whole life: its `data` leaves them out.
-_IN_COLUMNS = {"id": True, "task": True, "queue": True, "priority": True}
+_IN_COLUMNS = frozenset({"id", "task", "queue", "priority"})
+_IN_COLUMNS_AND_QUEUED = _IN_COLUMNS | {"queued"}
+_IN_COLUMNS_AND_END = _IN_COLUMNS | {"end"}
+_IN_COLUMNS_AND_TIMES = _IN_COLUMNS | {"queued", "end"}
 _PRIORITY_JSON = {p.rank: f'"{p.value}"' for p in TaskPriority}
 
 
@@ -144,12 +147,11 @@ def _json(run: TaskRun) -> str:
     """The row's `data`: the compact record less what the columns hold (see schema.sql).
     `queued` is left to the `created` column only when set: a run without one keeps an
     explicit null, which wins over `created` (then its start) on reading."""
-    exclude = compact_exclusions(run) | _IN_COLUMNS
-    if run.queued is not None:
-        exclude["queued"] = True
-    if run.end is not None:
-        exclude["end"] = True
-    return run.model_dump_json(exclude=exclude)
+    if run.queued is None:
+        leave_out = _IN_COLUMNS if run.end is None else _IN_COLUMNS_AND_END
+    else:
+        leave_out = _IN_COLUMNS_AND_QUEUED if run.end is None else _IN_COLUMNS_AND_TIMES
+    return plain_json(run, leave_out)
 
 
 def _record(row: Record) -> str:
@@ -237,6 +239,8 @@ async def _keep_session(conn: Connection) -> None:
 
 class PostgresStore(PostgresControl):
     """A store in one PostgreSQL schema, shared by every process that opens the same URL."""
+
+    parallel_writes = True
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -9,7 +9,7 @@ as its new record, and listings show the same stand-in, so the id stays visible.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
@@ -90,9 +90,48 @@ def compact_exclusions(run: TaskRun) -> dict[str, Any]:
     return out
 
 
+def plain_fields(run: TaskRun, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """The fields a store keeps for `run`, as the values the run holds, in declaration order:
+    what `compact_exclusions` and `leave_out` name is left out, attempts become dicts.
+
+    orjson (`dumps_field`, `plain_json`) writes these as pydantic would (enums by value,
+    datetimes as ISO 8601 with "Z"), a few times faster than `model_dump_json`; a value it
+    cannot write raises TypeError, and callers fall back to pydantic.
+    """
+    exclusions = compact_exclusions(run)
+    mirrored = exclusions.pop("attempts", None) is not None  # the last attempt's repeats
+    out = {
+        name: value
+        for name, value in run.__dict__.items()
+        if name not in exclusions and name not in leave_out
+    }
+    attempts = out.get("attempts")
+    if attempts:
+        listed = [dict(a.__dict__) for a in attempts]
+        if mirrored:
+            listed[-1] = {k: v for k, v in listed[-1].items() if k not in _MIRRORED}
+        out["attempts"] = listed
+    return out
+
+
+def dumps_field(value: Any) -> bytes:
+    """One plain value as JSON (see `plain_fields`)."""
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+def plain_json(run: TaskRun, leave_out: Collection[str] = ()) -> str:
+    """The JSON of `plain_fields(run, leave_out)`; pydantic writes what orjson cannot."""
+    try:
+        return orjson.dumps(plain_fields(run, leave_out), option=orjson.OPT_UTC_Z).decode()
+    except TypeError:  # a value of a type orjson does not know: pydantic names the problem
+        exclude = compact_exclusions(run)
+        exclude.update(dict.fromkeys(leave_out, True))
+        return run.model_dump_json(exclude=exclude)
+
+
 def encode_run(run: TaskRun) -> str:
-    """The JSON a store keeps for `run` (one pydantic-core call, defaults left out)."""
-    return run.model_dump_json(exclude=compact_exclusions(run))
+    """The JSON a store keeps for `run` (defaults left out)."""
+    return plain_json(run)
 
 
 def _restore_mirror(run: TaskRun) -> TaskRun:

@@ -80,7 +80,14 @@ from .base import (
     queued_by_priority,
     ts,
 )  # fmt: skip
-from .records import claimed, compact_exclusions, decode_or_stand_in, decode_run
+from .records import (
+    claimed,
+    compact_exclusions,
+    decode_or_stand_in,
+    decode_run,
+    dumps_field,
+    plain_fields,
+)
 from .redis_control import RedisControl
 from .redis_lane import LaneLostError, ScriptLane, lane_usable, open_lane
 
@@ -152,18 +159,25 @@ def _json_time(seconds: float) -> bytes:
 
 
 _FIELD_NAMES: dict[str, bytes] = {name: name.encode() for name in TaskRun.model_fields}
+_ID = frozenset({"id"})  # the key holds it
 
 
 def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     """ARGV items for one run: id, dedup key or "", and its fields packed for the scripts'
     write(): name, JSON value, name, ... joined by byte 31. The id is the key's, not a field
     (record() puts it back), and a finished run has no ready-queue score: both save bytes."""
-    exclude = compact_exclusions(run)
-    exclude["id"] = True
-    values = run.model_dump(mode="json", exclude=exclude)
+    fields = plain_fields(run, _ID)
     # zip/map/chain keep the per-field loop in C: this runs once per queued or finished run
-    names = map(_FIELD_NAMES.__getitem__, values)
-    parts = list(chain.from_iterable(zip(names, map(orjson.dumps, values.values()), strict=True)))
+    names = map(_FIELD_NAMES.__getitem__, fields)
+    try:
+        values = list(map(dumps_field, fields.values()))
+    except TypeError:  # a value orjson cannot write: pydantic's JSON form of every field
+        exclude = compact_exclusions(run)
+        exclude["id"] = True
+        dumped = run.model_dump(mode="json", exclude=exclude)
+        names = map(_FIELD_NAMES.__getitem__, dumped)
+        values = list(map(orjson.dumps, dumped.values()))
+    parts = list(chain.from_iterable(zip(names, values, strict=True)))
     # same order as MemoryStore: priority, then execute_after or queued time (then id)
     if not run.state.is_done:  # a run that may be queued again keeps its place in line
         at = ts(run.execute_after) or ts(run.queued) or 0.0
@@ -231,6 +245,8 @@ POOL_WAIT_SECONDS = 30.0
 
 class RedisStore(RedisControl):
     """The store protocol on one Redis server; see the module docstring for the layout."""
+
+    parallel_writes = True
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -127,6 +127,8 @@ class _Slice(RedisClusterStore):
 class RedisShardedStore:
     """The store protocol over `shards` cluster stores, each queue in one of them."""
 
+    parallel_writes = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         base, stem, self.shards = split_shards(url)

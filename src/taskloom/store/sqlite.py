@@ -397,6 +397,8 @@ def query_sql(q: RunQuery) -> tuple[str, list[Any]]:
 class SQLiteStore(SQLiteControl):
     """Store on one SQLite file (`sqlite:///path.db`) or a private in-memory db."""
 
+    parallel_writes = False  # one writer: parts would only queue behind each other
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_of(url)
