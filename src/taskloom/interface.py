@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 from pydantic import (
     BaseModel,
@@ -122,6 +123,24 @@ class Interface:
             {k: v if k in self.secret_fields else self.serializer.load(v, _ANY)
              for k, v in params.items()}
         )  # fmt: skip
+
+    @cached_property
+    def _many(self) -> TypeAdapter[list[Any]]:
+        # list of the inputs model, built at run time from this task's signature
+        return TypeAdapter(cast(type[list[Any]], list.__class_getitem__(self.inputs)))
+
+    def stored_many(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+        """The stored params of many calls, validated and dumped in one pydantic call each;
+        None if one is invalid or cannot be stored (or inputs are secret, or the serializer
+        is not JSON): `validate` and `stored_params`, one by one, then name the problem."""
+        if self.serializer.name != "json" or self.secret_fields:
+            return None
+        try:
+            models = self._many.validate_python([dict(p) for p in items])
+            stored: list[dict[str, Any]] = self._many.dump_python(models, mode="json")
+        except (ValidationError, PydanticSerializationError):
+            return None
+        return stored
 
     def call_kwargs(self, model: BaseModel) -> dict[str, Any]:
         """The validated inputs as keyword arguments (typed objects kept)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +144,34 @@ class RunLifecycle:
             fields["parent_id"] = parent.id
             fields["root_run_id"] = parent.root_run_id
         return _run_of(fields)
+
+    def build_many(
+        self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
+    ) -> list[TaskRun]:
+        """`build` for many runs of one task with the same options (`queue_many`): options
+        checked once, params validated in one pydantic call, each run its own id and time."""
+        t = self.manager.get_task(task)
+        items = list(params)
+        if len(items) < 2 or t.interface.secret_fields or options.get("run_id"):
+            return [self.build(t, p, **options) for p in items]
+        stored = t.validate_many(items)
+        first = self.build(t, items[0], **options)  # the options, checked and converted
+        delay = checked_delay(t.name, options.get("delay"))
+        clock, after = self.manager.clock, first.execute_after
+        runs = [first]
+        for values in stored[1:]:
+            now = clock()
+            fields: dict[str, Any] = {
+                "task": first.task, "priority": first.priority, "params": values,
+                "state": TaskState.queued, "queued": dt(now),
+                "execute_after": dt(now + delay) if delay else after, "queue": first.queue,
+                "dedup_key": first.dedup_key, "tags": list(first.tags),
+                "from_run_id": first.from_run_id,
+            }  # fmt: skip
+            if first.parent_id is not None:
+                fields["parent_id"], fields["root_run_id"] = first.parent_id, first.root_run_id
+            runs.append(made_run(fields))
+        return runs
 
     def build_here(
         self,

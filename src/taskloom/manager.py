@@ -306,8 +306,7 @@ class TaskManager:
         self, task: str | Task, params: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[TaskRun]:
         """Queue many runs of one task in one store round trip."""
-        runs = [self.new_run(task, p, **options) for p in params]
-        return await self.lifecycle.submit(runs)
+        return await self.lifecycle.submit(self.lifecycle.build_many(task, params, **options))
 
     # -- running here ---------------------------------------------------------------------------
     async def execute(self, task: str | Task, /, **params: Any) -> TaskRun:

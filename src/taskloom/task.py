@@ -261,6 +261,16 @@ class Task(TemplateHooks, Generic[P, R]):
         check_size(self.name, "input", stored, self.max_inline_io_bytes)
         return model, stored
 
+    def validate_many(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The stored params of many calls, each as `validate_params` makes it; the first
+        invalid or oversized one raises as it would there."""
+        stored = self.interface.stored_many(items)
+        if stored is None:
+            return [self.validate_params(params)[1] for params in items]
+        for params in stored:
+            check_size(self.name, "input", params, self.max_inline_io_bytes)
+        return stored
+
     async def forward(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here, with a throwaway run context, and return its typed result."""
         model = self.prepare(args, kwargs)

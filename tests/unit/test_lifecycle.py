@@ -224,3 +224,39 @@ async def test_built_runs_equal_validated_ones() -> None:
         manager.new_run("job", {"x": 7}, queue=3)
     with pytest.raises(ValueError, match="tags"):
         manager.new_run("job", {"x": 8}, tags=[1])
+
+
+async def test_runs_built_together_equal_runs_built_one_by_one() -> None:
+    """`build_many` (queue_many) checks options once and validates every params in one call:
+    each run is still what `build` makes, with its own id, time and mutable fields, and the
+    first bad params raise as `build` would, before anything is queued."""
+    manager = TaskManager("memory://")
+
+    @manager.task(tags=["t1"], max_inline_io_bytes=64)
+    async def job(x: int, name: str = "n") -> int:
+        return x
+
+    parent = manager.new_run("job", {"x": 0})
+    options = dict(priority="high", queue="q", delay=5, tags=["a"], parent=parent, from_run_id="r")
+    many = manager.lifecycle.build_many("job", [{"x": i} for i in range(1, 5)], **options)
+    assert [run.params for run in many] == [{"x": i, "name": "n"} for i in range(1, 5)]
+    assert len({run.id for run in many}) == 4
+    for run in many:
+        twin = _validated(run)
+        assert list(run.__dict__) == list(twin.__dict__)
+        assert run.model_dump_json() == twin.model_dump_json()
+        one = manager.new_run("job", run.params, **options)
+        same = ("task", "priority", "queue", "tags", "parent_id", "root_run_id", "from_run_id")
+        assert {k: getattr(run, k) for k in same} == {k: getattr(one, k) for k in same}
+        assert run.execute_after is not None and run.queued is not None
+        assert run.execute_after - run.queued == timedelta(seconds=5)
+    many[0].tags.append("mine")
+    assert many[1].tags == ["a"]  # not shared
+
+    async with manager:
+        with pytest.raises(ValueError, match="x"):
+            await manager.queue_many("job", [{"x": 1}, {"x": "not a number"}, {"x": 3}])
+        with pytest.raises(ValueError, match="too large|exceeds|bytes"):
+            await manager.queue_many("job", [{"x": 1}, {"x": 2, "name": "n" * 100}])
+        assert await manager.runs() == []  # nothing queued by either call
+        assert len(await manager.queue_many("job", [{"x": i} for i in range(3)])) == 3
