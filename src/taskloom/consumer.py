@@ -70,6 +70,10 @@ class TaskConsumer:
         self._acks_idle = asyncio.Event()
         self._acks_idle.set()
         self._wake = asyncio.Event()
+        # whether due runs may be left unclaimed (the last claim filled every free slot, or
+        # none was free): only then does a finished run wake the loop to claim again
+        self._more = True
+        self._burst = False
         self._beat_now = asyncio.Event()
         self._cancel_topic = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -95,6 +99,7 @@ class TaskConsumer:
         self._running, self._stopping, self._done = True, asyncio.Event(), asyncio.Event()
         self._side_stop = asyncio.Event()
         self._failure = None
+        self._more, self._burst = True, burst
         if handle_signals:
             self._install_signals()
         await self._announce()
@@ -122,6 +127,10 @@ class TaskConsumer:
                         await self._store_down()
                         continue
                     self._down_for = 0.0
+                    # a claim that left slots free took every due run: the next are announced
+                    # by their enqueue's wake-up, so a finished run need not claim again (on
+                    # a trickle that halves the claims, each a store round trip)
+                    self._more = free == 0 or len(leases) == free
                     for lease in leases:
                         self._start(lease)
                     self._wake_at(getattr(leases, "retry_at", None))
@@ -226,7 +235,8 @@ class TaskConsumer:
         finally:
             self._active.pop(run.id, None)
             self.processed += 1
-            self._wake.set()
+            if self._more or (self._burst and not self._active):
+                self._wake.set()
 
     async def _flush_acks(self) -> None:
         """Write finished runs in batches: whatever piled up while the last write ran."""

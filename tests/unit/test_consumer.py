@@ -367,6 +367,39 @@ async def test_queue_and_wait_with_background_consumer() -> None:
     assert [r.result for r in results] == list(range(20))
 
 
+async def test_a_finished_run_claims_again_only_if_the_last_claim_was_full() -> None:
+    """A claim that left slots free took every due run: the run finishing does not claim
+    again (its enqueue's wake-up brings the next). A full claim may have left runs behind:
+    each finished run then claims again, with no poll interval to wait for."""
+
+    @task
+    async def echo(x: int) -> int:
+        return x
+
+    async with TaskManager("memory://", tasks=[echo], poll_interval=60) as m:
+        store = m.store
+        original, claims = store.claim, []
+
+        async def counting(*args: object, **kwargs: object) -> list[Lease]:
+            leases: list[Lease] = await original(*args, **kwargs)  # type: ignore[arg-type]
+            claims.append(len(leases))
+            return leases
+
+        store.claim = counting  # type: ignore[method-assign]
+        async with TaskConsumer(m, max_concurrent_tasks=4):
+            for i in range(3):  # one at a time: one claim each, none after it finishes
+                await m.queue_and_wait("echo", x=i, timeout=5)
+            trickle = list(claims)
+            claims.clear()
+            # more due runs than slots: each finished one claims the next at once
+            runs = await m.queue_many("echo", [{"x": i} for i in range(10)])
+            done = await asyncio.gather(*(m.wait(r.id, timeout=5) for r in runs))
+    # one claim per run; before them, at most the start's claim, which found nothing
+    assert trickle[-3:] == [1, 1, 1] and trickle[:-3] in ([], [0])
+    assert [r.result for r in done] == list(range(10))
+    assert sum(claims) == 10 and claims[0] == 4
+
+
 @pytest.mark.parametrize("kind", ["sqlite"])
 async def test_consumer_on_sqlite(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("taskloom.store.sqlite")
