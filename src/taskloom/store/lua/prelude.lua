@@ -69,17 +69,85 @@ local function count_field(v)
   return v.task .. '\31' .. v.queue .. '\31' .. v.state .. '\31' .. (v.priority or 'medium')
 end
 
+-- The index additions of a batch script (enqueue, save_many of many runs): between
+-- start_batch() and flush_batch() they are gathered per key and written with one command per
+-- key (a thousand runs of one task: one ZADD to idx:task:<task>, not a thousand). Removals stay
+-- immediate; a script indexes each run once, so nothing removed is added back meanwhile.
+local BATCH = nil
+
+local function start_batch()
+  BATCH = {z = {}, zkeys = {}, s = {}, skeys = {}, c = {}}
+end
+
+local function zadd(key, score, member)
+  if not BATCH then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local t = BATCH.z[key]
+  if not t then
+    t = {}
+    BATCH.z[key] = t
+    BATCH.zkeys[#BATCH.zkeys + 1] = key
+  end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+
+local function sadd(key, member)
+  if not BATCH then
+    redis.call('SADD', key, member)
+    return
+  end
+  local t = BATCH.s[key]
+  if not t then
+    t = {}
+    BATCH.s[key] = t
+    BATCH.skeys[#BATCH.skeys + 1] = key
+  end
+  t[member] = true
+end
+
+local function hincr(field, n)
+  if not BATCH then
+    redis.call('HINCRBY', P .. 'counts', field, n)
+    return
+  end
+  BATCH.c[field] = (BATCH.c[field] or 0) + n
+end
+
+local function flush_batch()
+  local batch = BATCH
+  BATCH = nil
+  for _, key in ipairs(batch.zkeys) do
+    local t = batch.z[key]
+    for i = 1, #t, 1000 do  -- score, member pairs; unpack stays far below Lua's C stack limit
+      redis.call('ZADD', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  for _, key in ipairs(batch.skeys) do
+    local members = {}
+    for m in pairs(batch.s[key]) do members[#members + 1] = m end
+    for i = 1, #members, 1000 do
+      redis.call('SADD', key, unpack(members, i, math.min(i + 999, #members)))
+    end
+  end
+  for field, n in pairs(batch.c) do
+    if n ~= 0 then redis.call('HINCRBY', P .. 'counts', field, n) end
+  end
+end
+
 -- Move run `id` from the index entries of view `old` to those of view `new` (nil: none).
 local function reindex(id, old, new)
   local before, after = old and count_field(old), new and count_field(new)
   -- a run still in an older store's zset of every run is counted when migrate.lua moves it
   -- (a run being created cannot be there: only changes of existing runs look)
   if before ~= after and not (old and redis.call('ZSCORE', P .. 'runs', id)) then
-    if before then redis.call('HINCRBY', P .. 'counts', before, -1) end
-    if after then redis.call('HINCRBY', P .. 'counts', after, 1) end
+    if before then hincr(before, -1) end
+    if after then hincr(after, 1) end
   end
   if new and (not old or old.queue ~= new.queue) then
-    redis.call('SADD', P .. 'qnames', new.queue)
+    sadd(P .. 'qnames', new.queue)
   end
   if old and (old.tags ~= (new and new.tags or '[]')) then
     for _, t in ipairs(cjson.decode(old.tags)) do
@@ -88,7 +156,7 @@ local function reindex(id, old, new)
   end
   if new and new.tags ~= '[]' and (not old or old.tags ~= new.tags) then
     for _, t in ipairs(cjson.decode(new.tags)) do
-      if type(t) == 'string' then redis.call('ZADD', P .. 'tag:' .. t, 0, id) end
+      if type(t) == 'string' then zadd(P .. 'tag:' .. t, 0, id) end
     end
   end
   for _, f in ipairs(IDX) do
@@ -99,7 +167,7 @@ local function reindex(id, old, new)
     end
     if a ~= b then
       if a then redis.call('ZREM', P .. 'idx:' .. f .. ':' .. a, id) end
-      if b then redis.call('ZADD', P .. 'idx:' .. f .. ':' .. b, 0, id) end
+      if b then zadd(P .. 'idx:' .. f .. ':' .. b, 0, id) end
     end
   end
   if old and old.state == 'queued' then
@@ -107,18 +175,18 @@ local function reindex(id, old, new)
     redis.call('ZREM', P .. 'delayed:' .. old.queue, id)
   end
   if new and new.state == 'queued' then
-    redis.call('SADD', P .. 'queues', new.queue)
+    sadd(P .. 'queues', new.queue)
     if new.after then
-      redis.call('ZADD', P .. 'delayed:' .. new.queue, new.after, id)
+      zadd(P .. 'delayed:' .. new.queue, new.after, id)
     else
-      redis.call('ZADD', P .. 'ready:' .. new.queue, new.score, id)
+      zadd(P .. 'ready:' .. new.queue, new.score, id)
     end
   end
   -- finished runs are found by purge in idx:state:<state> (walkable) or in zset 'ended'
   local was = old and DONE[old.state] and old.ended
   local now = new and DONE[new.state] and new.ended
   if now and not walkable(id, now) then
-    redis.call('ZADD', P .. 'ended', now, id)
+    zadd(P .. 'ended', now, id)
   elseif was then
     redis.call('ZREM', P .. 'ended', id)
   end
