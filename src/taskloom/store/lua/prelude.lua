@@ -79,17 +79,23 @@ local function start_batch()
   BATCH = {z = {}, zkeys = {}, s = {}, skeys = {}, c = {}}
 end
 
+-- The batch's table for `key` in `tables` (made on first use, its key listed in `keys`).
+local function gathered(tables, keys, key)
+  local t = tables[key]
+  if not t then
+    t = {}
+    tables[key] = t
+    keys[#keys + 1] = key
+  end
+  return t
+end
+
 local function zadd(key, score, member)
   if not BATCH then
     redis.call('ZADD', key, score, member)
     return
   end
-  local t = BATCH.z[key]
-  if not t then
-    t = {}
-    BATCH.z[key] = t
-    BATCH.zkeys[#BATCH.zkeys + 1] = key
-  end
+  local t = gathered(BATCH.z, BATCH.zkeys, key)
   t[#t + 1] = score
   t[#t + 1] = member
 end
@@ -99,13 +105,7 @@ local function sadd(key, member)
     redis.call('SADD', key, member)
     return
   end
-  local t = BATCH.s[key]
-  if not t then
-    t = {}
-    BATCH.s[key] = t
-    BATCH.skeys[#BATCH.skeys + 1] = key
-  end
-  t[member] = true
+  gathered(BATCH.s, BATCH.skeys, key)[member] = true
 end
 
 local function hincr(field, n)
