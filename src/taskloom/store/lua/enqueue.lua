@@ -1,7 +1,7 @@
 -- ARGV: P, then per run: id, dedup key or "", packed fields (see write()).
 -- Returns per run "" (inserted) or the record that stands in its place.
 local out = {}
-start_batch()
+if #ARGV > 4 then start_batch() end  -- one run: its commands as it goes, no tables
 for i = 2, #ARGV, 3 do
   local id, dedup = ARGV[i], ARGV[i + 1]
   local key = P .. 'run:' .. id
@@ -27,6 +27,6 @@ for i = 2, #ARGV, 3 do
     out[#out + 1] = ''
   end
 end
-flush_batch()
+if BATCH then flush_batch() end
 redis.call('PUBLISH', P .. 'events:queue', 'queue')
 return out

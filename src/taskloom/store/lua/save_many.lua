@@ -1,7 +1,7 @@
 -- ARGV: P, then per run: id, dedup key or "", packed fields (as enqueue.lua takes them).
 -- Replaces each record unconditionally and drops any lease on it (save.lua, for many).
 local queued = false
-start_batch()
+if #ARGV > 4 then start_batch() end  -- one run: its commands as it goes, no tables
 for i = 2, #ARGV, 3 do
   local id, dedup = ARGV[i], ARGV[i + 1]
   local key = P .. 'run:' .. id
@@ -13,6 +13,6 @@ for i = 2, #ARGV, 3 do
   redis.call('PUBLISH', P .. 'events:run:' .. id, 'run:' .. id)
   queued = queued or new.state == 'queued'
 end
-flush_batch()
+if BATCH then flush_batch() end
 if queued then redis.call('PUBLISH', P .. 'events:queue', 'queue') end
 return 1
