@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -276,6 +277,15 @@ class RedisStore(RedisControl):
         self._pushed: dict[str, bytes] = {}  # run topic -> record its finish message carried
         self._channel_bytes = self._channel.encode()
         self._topic_at = len(self._channel_bytes) + 1  # "<prefix>events:" before a topic
+        self._origin_token = secrets.token_hex(6)
+
+    @property
+    def _origin(self) -> bytes:
+        """What this process's enqueue scripts publish on `events:queue`: its own listener
+        skips those, as the enqueue woke this process's consumers already (else every run
+        queued here cost a consumer here a second, empty claim). The pid keeps a forked
+        child from taking its parent's messages for its own."""
+        return f"{os.getpid()}.{self._origin_token}".encode()
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -350,6 +360,8 @@ class RedisStore(RedisControl):
         topic = name[self._topic_at :]
         if data[:1] == b"{" and name in self._confirmed:  # finish sent the record itself
             self._pushed[topic] = data
+        elif data == self._origin:  # our own enqueue's: its caller woke us already
+            return
         self.notifier.publish(topic)
 
     def _watch(self, topic: str) -> None:
@@ -559,7 +571,7 @@ class RedisStore(RedisControl):
     # -- queue ------------------------------------------------------------------------------------
     async def enqueue(self, runs: Sequence[TaskRun]) -> list[TaskRun]:
         """One script for the batch: insert, or return the run with that id / active dedup key."""
-        args: list[str | bytes] = []
+        args: list[str | bytes] = [self._origin]
         for run in runs:
             args += _encode(run)
         replies = await self._run("enqueue", args) if runs else []

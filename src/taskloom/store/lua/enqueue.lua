@@ -1,8 +1,9 @@
--- ARGV: P, then per run: id, dedup key or "", packed fields (see write()).
+-- ARGV: P, the caller's origin (published on events:queue, so its own listener can skip the
+-- wake-up its caller made already), then per run: id, dedup key or "", packed fields.
 -- Returns per run "" (inserted) or the record that stands in its place.
 local out = {}
-if #ARGV > 4 then start_batch() end  -- one run: its commands as it goes, no tables
-for i = 2, #ARGV, 3 do
+if #ARGV > 5 then start_batch() end  -- one run: its commands as it goes, no tables
+for i = 3, #ARGV, 3 do
   local id, dedup = ARGV[i], ARGV[i + 1]
   local key = P .. 'run:' .. id
   local existing = nil
@@ -28,5 +29,5 @@ for i = 2, #ARGV, 3 do
   end
 end
 if BATCH then flush_batch() end
-redis.call('PUBLISH', P .. 'events:queue', 'queue')
+redis.call('PUBLISH', P .. 'events:queue', ARGV[2])
 return out
