@@ -66,31 +66,6 @@ async def test_queue_channel_is_subscribed_only_while_a_consumer_watches(
     assert await _subscribers(raw, f"{a.prefix}events:run:x") == 0
 
 
-async def test_a_store_skips_the_echo_of_its_own_enqueue(
-    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
-) -> None:
-    """The enqueue wakes this process's consumers itself; the same wake-up coming back from
-    the server would cost them a second, empty claim. Another store's enqueue still wakes."""
-    a, b, _raw = stores
-    published = a.notifier.publish
-    queue_wakes: list[str] = []
-
-    def counting(topic: str) -> None:
-        if topic == "queue":
-            queue_wakes.append(topic)
-        published(topic)
-
-    a.notifier.publish = counting  # type: ignore[method-assign]
-    with a.notifier.watch("queue") as woke:
-        await a.notifier.settle()
-        await a.enqueue([TaskRun(task="t", state=TaskState.queued, queued=dt(T0))])
-        assert len(queue_wakes) == 1  # the local one
-        woke.clear()
-        await b.enqueue([TaskRun(task="t", state=TaskState.queued, queued=dt(T0))])
-        await woke.wait()  # b's message; a's own, published before it, came first: skipped
-    assert len(queue_wakes) == 2
-
-
 async def test_a_watch_made_while_the_listener_starts_is_subscribed(
     stores: tuple[RedisStore, RedisStore, aioredis.Redis],
 ) -> None:

@@ -259,6 +259,9 @@ class PostgresStore(PostgresControl):
         self._q = queries()
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
+        # server pids of this store's pooled connections: a 'queue' notification one of them
+        # sent was published here already by the call that sent it (see _on_notify)
+        self._own_pids: set[int] = set()
         self._listener: asyncio.Task[None] | None = None
         self._vacuum_checked = False
 
@@ -277,7 +280,8 @@ class PostgresStore(PostgresControl):
                 if self._pool is None:
                     pool = asyncpg.create_pool(
                         self._dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE,
-                        reset=_keep_session, **self._connect_kwargs(),
+                        reset=_keep_session, init=self._own_connection,
+                        **self._connect_kwargs(),
                     )  # fmt: skip
                     try:
                         await pool
@@ -409,7 +413,17 @@ class PostgresStore(PostgresControl):
         return done
 
     # -- LISTEN/NOTIFY ------------------------------------------------------------------------
-    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: str) -> None:
+    async def _own_connection(self, conn: Connection) -> None:
+        """Note a new pooled connection's server pid, forgotten when the connection closes."""
+        pid = conn.get_server_pid()
+        self._own_pids.add(pid)
+        conn.add_termination_listener(lambda _conn: self._own_pids.discard(pid))
+
+    def _on_notify(self, _conn: Connection, pid: int, _channel: str, payload: str) -> None:
+        # every statement of ours that notifies 'queue' is followed by the same local wake-up:
+        # its echo would cost a consumer in this process a second, empty claim
+        if payload == "queue" and pid in self._own_pids:
+            return
         self.notifier.publish(payload)
 
     async def _listen(self) -> Connection:
