@@ -6,7 +6,9 @@ order finds its earlier children by id and reuses those that finished (replay), 
 calls something else at a position fails loudly with `ReplayMismatchError`.
 
 Children run inline by default: recorded, executed here through `runner.attempt` on the
-manager's executors, and saved (two store writes, no queue round trip). A child whose task
+manager's executors, and saved, with no queue round trip. A fresh parent's child that ends
+within its event-loop turn costs one store write, shared with its siblings; a longer one, or a
+replayed parent's, two (`running`, then final). A child whose task
 names another queue than its parent's, or any child under `TaskManager(children_on_queue=True)`,
 is queued for the workers instead and awaited with `manager.wait`.
 """
