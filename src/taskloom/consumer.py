@@ -23,7 +23,7 @@ from .queues import rate_limits
 from .retention import RetentionSweeper
 from .run import TaskRun, TaskState
 from .runner import Stop, unknown_task_record
-from .store.base import Beat, Lease
+from .store.base import Beat, Lease, taken_count
 
 log = logging.getLogger("taskloom.consumer")
 
@@ -130,16 +130,17 @@ class TaskConsumer:
                     # a claim that left slots free took every due run: the next are announced
                     # by their enqueue's wake-up, so a finished run need not claim again (on
                     # a trickle that halves the claims, each a store round trip)
-                    self._more = free == 0 or len(leases) == free
+                    taken = taken_count(leases)  # unreadable runs are taken, not leased
+                    self._more = free == 0 or taken >= free
                     for lease in leases:
                         self._start(lease)
                     self._wake_at(getattr(leases, "retry_at", None))
                     if burst and not leases and not self._active:
-                        if self._acks_idle.is_set():
+                        if not taken and self._acks_idle.is_set():
                             break
                         await self._acks_written()  # a retry may be written back as due
                         continue
-                    if free > 0 and len(leases) == free:
+                    if free > 0 and taken >= free:
                         continue  # more may be due: claim again once a slot frees
                     # a timer, not wait_for's extra task: this runs once per claim round
                     with contextlib.suppress(TimeoutError):

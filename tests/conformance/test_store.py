@@ -14,7 +14,7 @@ from taskloom.errors import CorruptRecordError
 from taskloom.ratelimit import RateLimit
 from taskloom.run import Attempt, TaskPriority, TaskRun, TaskState
 from taskloom.store import Beat, Lease, RunQuery, Store
-from taskloom.store.base import ACTIVE_STATES, QueueSettings, dt
+from taskloom.store.base import ACTIVE_STATES, QueueSettings, dt, taken_count
 from taskloom.testing import run_burst
 
 from ..raw_records import Damage, damage_record
@@ -671,6 +671,7 @@ async def test_an_unreadable_record_fails_alone_and_leaves_the_queue(
 
     leases = await store.claim("w", None, 10, 30, T0)
     assert sorted(lease.run.id for lease in leases) == sorted([a.id, c.id])
+    assert taken_count(leases) == 3  # the unreadable run was taken too: failed, not leased
     failed = await store.get(bad.id)
     assert failed is not None and failed.state is TaskState.failure and failed.end is not None
     assert failed.error is not None and failed.error["type"] == "CorruptRecordError"

@@ -128,3 +128,20 @@ async def test_a_finished_run_is_stored_compactly(
     got = await a.get(runs[0].id)
     assert got is not None and got.id == runs[0].id and got.result == 1
     assert await a.purge(T0 + 2) == 2
+
+
+async def test_a_claim_that_dropped_stale_entries_says_to_claim_again(
+    stores: tuple[RedisStore, RedisStore, aioredis.Redis],
+) -> None:
+    """Entries of the ready queue whose records are gone are dropped by the claim; it took
+    fewer runs than it was asked for though more may be due, so it says to claim again now
+    (a consumer claims again only after a claim that filled its slots, or when told to)."""
+    store, _other, raw = stores
+    runs = [TaskRun(task="t", state=TaskState.queued, queued=dt(T0 + i)) for i in range(3)]
+    await store.enqueue(runs)
+    for gone in runs[:2]:  # deleted behind the store's back
+        await raw.delete(f"{store.prefix}run:{gone.id}")
+    first = await store.claim("w", None, 2, 30.0, T0 + 10)
+    assert list(first) == [] and first.retry_at == T0 + 10
+    [lease] = await store.claim("w", None, 2, 30.0, T0 + 10)
+    assert lease.run.id == runs[2].id

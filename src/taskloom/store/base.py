@@ -41,9 +41,17 @@ class Lease:
 
 class Claimed(list[Lease]):
     """The leases of one claim; `retry_at` is when to claim again for runs it held back
-    (rate limits), None when it held none back."""
+    (rate limits), None when it held none back. `taken` counts the runs it took, leased or
+    not: a run whose record could not be read is taken, and failed, without a lease."""
 
     retry_at: float | None = None
+    taken: int | None = None  # None: len(self)
+
+
+def taken_count(leases: Sequence[Lease]) -> int:
+    """How many runs a claim took (`Claimed.taken`, else one per lease)."""
+    taken = getattr(leases, "taken", None)
+    return len(leases) if taken is None else int(taken)
 
 
 @dataclass(frozen=True)

@@ -563,6 +563,7 @@ class PostgresStore(PostgresControl):
             await self.finish(unreadable)
         out = Claimed(leases)
         out.retry_at = next((r["retry_at"] for r in everything if r["id"] is None), None)
+        out.taken = len(leases) + len(unreadable)
         return out
 
     async def heartbeat(

@@ -614,6 +614,7 @@ class RedisStore(RedisControl):
             await self.finish(unreadable)
         out = Claimed(leases)
         out.retry_at = float(retry_at) if retry_at else None
+        out.taken = len(leases) + len(unreadable)
         return out
 
     async def heartbeat(

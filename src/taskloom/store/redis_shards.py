@@ -48,6 +48,7 @@ from .base import (
     RunQuery,
     WorkerInfo,
     queued_by_priority,
+    taken_count,
 )  # fmt: skip
 from .redis import DEFAULT_PREFIX
 from .redis_cluster import RedisClusterStore
@@ -246,18 +247,20 @@ class RedisShardedStore:
         order = list(range(self.shards)) if queues is None else sorted(wanted)
         self._turn = (self._turn + 1) % len(order)
         order = order[self._turn :] + order[: self._turn]
-        out = Claimed()
+        out, taken = Claimed(), 0
         for k in order:
-            if len(out) >= limit:
+            if taken >= limit:
                 break
             got = await self._slices[k].claim(
-                worker, None if queues is None else wanted[k], limit - len(out), lease_seconds,
+                worker, None if queues is None else wanted[k], limit - taken, lease_seconds,
                 now, rate_limits=rate_limits,
             )  # fmt: skip
             out += got
+            taken += taken_count(got)
             retry = getattr(got, "retry_at", None)
             if retry is not None and (out.retry_at is None or retry < out.retry_at):
                 out.retry_at = retry
+        out.taken = taken
         self._note(lease.run for lease in out)
         return out
 

@@ -652,6 +652,7 @@ class SQLiteStore(SQLiteControl):
             )
             out = Claimed(leases)
             out.retry_at = gate.retry_at
+            out.taken = len(leases) + len(unreadable)
             return out, unreadable
 
         leases, unreadable = await self._run(work)

@@ -114,8 +114,8 @@ for j = 1, #cands do
     redis.call('ZREM', ready, id)
   end
 end
-if retry == nil and gated and full and taken < limit then
-  retry = nowf  -- more may be due behind the runs held back: claim again
+if retry == nil and full and taken < limit then
+  retry = nowf  -- more may be due behind the runs held back or the stale entries: claim again
 end
 out[#out + 1] = retry and num(retry) or ''
 return out
