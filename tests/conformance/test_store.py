@@ -942,3 +942,20 @@ async def test_save_many_replaces_records_and_drops_leases_in_one_call(store: St
     assert same.id == keyed.id  # the saved active run holds its dedup key
     await _assert_counts_exact(store)
     await store.save_many([])
+
+
+async def test_a_parents_children_follow_saves_and_purges(store: Store) -> None:
+    """Listing by parent (what a parent's first child asks) sees a child saved under another
+    parent move, and a purged child go."""
+    a, b = queued(), queued()
+    child = queued(parent_id=a.id, root_run_id=a.id)
+    await store.enqueue([a, b, child])
+    assert [r.id for r in await store.query(RunQuery(parent_id=a.id))] == [child.id]
+    moved = child.model_copy(update={"parent_id": b.id, "root_run_id": b.id})
+    await store.save(moved)
+    assert await store.query(RunQuery(parent_id=a.id)) == []
+    assert [r.id for r in await store.query(RunQuery(parent_id=b.id))] == [child.id]
+    done = moved.model_copy(update={"state": TaskState.success, "end": dt(T0 + 1)})
+    await store.save(done)
+    await store.purge(T0 + 2, limit=100)
+    assert await store.query(RunQuery(parent_id=b.id)) == []

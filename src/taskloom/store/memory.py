@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..ratelimit import RateLimit
@@ -43,6 +43,8 @@ class MemoryStore:
         self.url = url
         self.notifier = Notifier()
         self._runs: dict[str, TaskRun] = {}
+        # parent id -> its children's ids: a parent's first child asks whether it has any
+        self._children: dict[str, set[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # run id -> (token, expires)
         self._dedup: dict[str, str] = {}  # dedup key -> active run id
         self._slots: dict[str, dict[str, float]] = {}  # name -> holder -> expires
@@ -52,6 +54,22 @@ class MemoryStore:
         self._queues: dict[str, QueueSettings] = {}
         self._starts: dict[str, list[float]] = {}  # rate-limit key -> start times
         self._schedules: dict[str, bytes] = {}
+
+    def _put(self, run: TaskRun) -> None:
+        """Store `run` (a copy already), keeping the parent index."""
+        old = self._runs.get(run.id)
+        if old is not None and old.parent_id != run.parent_id:
+            self._unlink(old)
+        self._runs[run.id] = run
+        if run.parent_id is not None:
+            self._children.setdefault(run.parent_id, set()).add(run.id)
+
+    def _unlink(self, run: TaskRun) -> None:
+        siblings = self._children.get(run.parent_id or "")
+        if siblings is not None:
+            siblings.discard(run.id)
+            if not siblings:
+                del self._children[run.parent_id or ""]
 
     async def connect(self) -> None:
         """Nothing to open."""
@@ -75,7 +93,7 @@ class MemoryStore:
                 out.append(existing.record())
                 continue
             stored = run.record()
-            self._runs[run.id] = stored
+            self._put(stored)
             if run.dedup_key:
                 self._dedup[run.dedup_key] = run.id
             out.append(run)
@@ -162,7 +180,7 @@ class MemoryStore:
             del self._leases[new.id]
             stored = new.record()
             stored.cancel_requested = self._runs[new.id].cancel_requested and not new.is_done
-            self._runs[new.id] = stored
+            self._put(stored)
             if new.state is TaskState.queued:
                 requeued = True
             elif new.is_done and new.dedup_key and self._dedup.get(new.dedup_key) == new.id:
@@ -203,7 +221,7 @@ class MemoryStore:
         return Lease(run.record(), token, now + lease_seconds)
 
     async def save(self, run: TaskRun) -> None:
-        self._runs[run.id] = run.record()
+        self._put(run.record())
         self._leases.pop(run.id, None)
         if run.dedup_key and run.state in ACTIVE_STATES:
             self._dedup[run.dedup_key] = run.id
@@ -220,7 +238,10 @@ class MemoryStore:
         return None if run is None else run.record()
 
     async def query(self, q: RunQuery) -> list[TaskRun]:
-        found = [r for r in self._runs.values() if matches(r, q)]
+        pool: Iterable[TaskRun] = self._runs.values()
+        if q.parent_id is not None:  # children by the index, not a scan of every run
+            pool = [self._runs[i] for i in self._children.get(q.parent_id, ())]
+        found = [r for r in pool if matches(r, q)]
         found.sort(key=lambda r: r.id, reverse=True)
         return [r.record() for r in found[: q.limit]]
 
@@ -272,6 +293,7 @@ class MemoryStore:
         }
         for rid in gone:
             run = self._runs.pop(rid)
+            self._unlink(run)
             self._kv.pop(f"runlog:{rid}", None)
             if run.dedup_key and self._dedup.get(run.dedup_key) == rid:
                 del self._dedup[run.dedup_key]
