@@ -119,14 +119,20 @@ def dumps_field(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_UTC_Z)
 
 
+def pydantic_exclude(run: TaskRun, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """`plain_fields`'s choice as pydantic's `exclude`: the fallback for what orjson cannot
+    write (pydantic then writes it, or names the problem)."""
+    exclude = compact_exclusions(run)
+    exclude.update(dict.fromkeys(leave_out, True))
+    return exclude
+
+
 def plain_json(run: TaskRun, leave_out: Collection[str] = ()) -> str:
     """The JSON of `plain_fields(run, leave_out)`; pydantic writes what orjson cannot."""
     try:
         return orjson.dumps(plain_fields(run, leave_out), option=orjson.OPT_UTC_Z).decode()
-    except TypeError:  # a value of a type orjson does not know: pydantic names the problem
-        exclude = compact_exclusions(run)
-        exclude.update(dict.fromkeys(leave_out, True))
-        return run.model_dump_json(exclude=exclude)
+    except TypeError:  # a value of a type orjson does not know
+        return run.model_dump_json(exclude=pydantic_exclude(run, leave_out))
 
 
 def encode_run(run: TaskRun) -> str:

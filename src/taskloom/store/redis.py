@@ -83,11 +83,11 @@ from .base import (
 )  # fmt: skip
 from .records import (
     claimed,
-    compact_exclusions,
     decode_or_stand_in,
     decode_run,
     dumps_field,
     plain_fields,
+    pydantic_exclude,
 )
 from .redis_control import RedisControl
 from .redis_lane import LaneLostError, ScriptLane, lane_usable, open_lane
@@ -173,9 +173,7 @@ def _encode(run: TaskRun) -> tuple[str, str, bytes]:
     try:
         values = list(map(dumps_field, fields.values()))
     except TypeError:  # a value orjson cannot write: pydantic's JSON form of every field
-        exclude = compact_exclusions(run)
-        exclude["id"] = True
-        dumped = run.model_dump(mode="json", exclude=exclude)
+        dumped = run.model_dump(mode="json", exclude=pydantic_exclude(run, _ID))
         names = map(_FIELD_NAMES.__getitem__, dumped)
         values = list(map(orjson.dumps, dumped.values()))
     parts = list(chain.from_iterable(zip(names, values, strict=True)))
@@ -278,6 +276,7 @@ class RedisStore(RedisControl):
         self._channel_bytes = self._channel.encode()
         self._topic_at = len(self._channel_bytes) + 1  # "<prefix>events:" before a topic
         self._origin_token = secrets.token_hex(6)
+        self._origin_of = (0, b"")  # (pid, origin) made for that pid
 
     @property
     def _origin(self) -> bytes:
@@ -285,7 +284,10 @@ class RedisStore(RedisControl):
         skips those, as the enqueue woke this process's consumers already (else every run
         queued here cost a consumer here a second, empty claim). The pid keeps a forked
         child from taking its parent's messages for its own."""
-        return f"{os.getpid()}.{self._origin_token}".encode()
+        pid = os.getpid()
+        if self._origin_of[0] != pid:  # made once per process: read on every call and message
+            self._origin_of = (pid, f"{pid}.{self._origin_token}".encode())
+        return self._origin_of[1]
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
