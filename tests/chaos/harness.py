@@ -13,6 +13,7 @@ Every case ends by settling each run it queued against the state it must reach, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -25,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskloom import RunNotFoundError, TaskManager, TaskState
+from taskloom import CorruptRecordError, RunNotFoundError, TaskManager, TaskRun, TaskState
 from tests.apps.workers import PYTHONPATH, spawn_worker
 from tests.conftest import postgres_url, redis_url, store_url
 
@@ -176,6 +177,24 @@ class Chaos:
             conn.close()
 
     # -- the verdict ------------------------------------------------------------------------------
+    async def _wait_readable(self, run_id: str, deadline: float) -> TaskRun:
+        """`manager.wait`, through the moment a damaged record is still unread: between the
+        claim that takes it and the write that fails it, reading it raises. Its next write
+        wakes the watch, so this waits on that, never on a guess."""
+        loop = asyncio.get_running_loop()
+        store = self.manager.store
+        while True:
+            with store.notifier.watch(f"run:{run_id}") as changed:
+                await store.notifier.settle()
+                try:
+                    return await self.manager.wait(run_id, timeout=max(0.1, deadline - loop.time()))
+                except CorruptRecordError:
+                    if loop.time() >= deadline:
+                        raise TimeoutError(f"run {run_id} still unreadable") from None
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.manager.poll_interval):
+                            await changed.wait()
+
     async def settle(self, expected: dict[str, TaskState]) -> Counts:
         """Wait for every run (one shared deadline) and count what went wrong."""
         counts = Counts(self.kind, self.case, runs=len(expected), faults=self.faults)
@@ -184,7 +203,7 @@ class Chaos:
         deadline = loop.time() + DEADLINE
         for run_id, want in expected.items():
             try:
-                run = await self.manager.wait(run_id, timeout=max(0.1, deadline - loop.time()))
+                run = await self._wait_readable(run_id, deadline)
             except TimeoutError:
                 counts.stuck += 1
                 continue
